@@ -1,0 +1,36 @@
+# pynetbuilder: every target does its own set-up.
+#   make run   build ResNet-50 into out/resnet50 and print its report (no C++ build needed)
+#   make test  install everything missing (venv, Debian packages, real Caffe) and run the tests
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test caffe schema lint bench clean
+
+$(STAMP): setup.py requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@$(PY) tools/caffe_setup.py schema
+	@$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+	@touch $@
+
+schema: $(STAMP)
+	@$(PY) tools/caffe_setup.py schema
+
+caffe: schema
+	@$(PY) tools/caffe_setup.py build
+
+run: schema
+	$(PY) apps/imagenet/build_resnet.py -m bottleneck -b 3 4 6 3 -n 256 --no-fc_layers -o out/resnet50
+
+test: caffe
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: schema
+	$(PY) benchmarks/bench_analysis.py
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

@@ -1,0 +1,128 @@
+"""Command-line plumbing shared by the app scripts and the ``pynetbuilder`` command.
+
+Bad input ends with one line ``<prog>: error: <what was wrong and what is allowed>``
+and exit status 2; nothing is written unless everything succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pynetbuilder.errors import NetError, UsageError
+from pynetbuilder.graph import Net, Phase, prototxt_files
+from pynetbuilder.io import write_files
+from pynetbuilder.legos import ClassificationData
+from pynetbuilder.legos.data import BACKENDS
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *, crop: int = 224) -> None:
+    g = parser.add_argument_group("data (train/test nets read a Caffe database)")
+    g.add_argument("--train_source", default="data/imagenet/train_lmdb",
+                   help="training database folder (default: %(default)s)")
+    g.add_argument("--test_source", default="data/imagenet/val_lmdb",
+                   help="validation database folder (default: %(default)s)")
+    g.add_argument("--backend", default="LMDB", choices=BACKENDS, help="database kind")
+    g.add_argument("--batch_size", type=positive_int, default=32,
+                   help="training batch size (default: %(default)s)")
+    g.add_argument("--test_batch_size", type=positive_int, default=25,
+                   help="test batch size (default: %(default)s)")
+    g.add_argument("--crop_size", type=positive_int, default=crop,
+                   help="random crop (train) / centre crop (test) size (default: %(default)s)")
+    g.add_argument("--mean", default="104,117,123",
+                   help="per-channel mean values in BGR order, or a mean.binaryproto file "
+                   "(default: %(default)s)")
+
+
+def data_from_args(args: argparse.Namespace) -> ClassificationData:
+    mean_values: tuple[float, ...] | None = None
+    mean_file = None
+    if args.mean.endswith(".binaryproto"):
+        mean_file = args.mean
+    else:
+        try:
+            mean_values = tuple(float(v) for v in args.mean.split(","))
+        except ValueError:
+            raise UsageError(
+                f"--mean must be comma-separated numbers (e.g. 104,117,123) or a "
+                f".binaryproto file, got {args.mean!r}"
+            ) from None
+    return ClassificationData(
+        args.train_source, args.test_source, batch_size=args.batch_size,
+        test_batch_size=args.test_batch_size, crop_size=args.crop_size,
+        mean_values=mean_values, mean_file=mean_file, backend=args.backend,
+    )
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output_folder",
+                        help="write train.prototxt (train+test phases, for a solver), "
+                        "test.prototxt and deploy.prototxt here")
+    parser.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
+    parser.add_argument("--table", action="store_true", help="print the per-layer table")
+
+
+def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
+    """Analyse the deploy net, then write every output at once and print the report."""
+    report = net.report(Phase.DEPLOY)  # raises before anything is written
+    files: dict[Path, dict[str, str]] = {}
+    if args.output_folder:
+        files[Path(args.output_folder)] = prototxt_files(net)
+    if args.json:
+        json_path = Path(args.json)
+        files.setdefault(json_path.parent, {})[json_path.name] = report.json_text()
+    written = [p for folder, named in files.items() for p in write_files(folder, named)]
+    for path in written:
+        print(f"wrote {path}", file=out)
+    if args.table:
+        print(report.table(), file=out)
+    print(report.legacy_lines(), file=out)
+    t = report.totals
+    print(
+        f"Learnable params: {t.params:,}  MACs: {t.macs:,}  activations: {t.activations:,}  "
+        f"layers: {t.layers}  (deploy net, input {report.blob_shapes.get('data', '?')})",
+        file=out,
+    )
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,
+        prog: str | None = None) -> int:
+    """Run ``main`` turning user errors into one line and exit status 2."""
+    try:
+        main(argv)
+    except (UsageError, NetError, OSError) as exc:
+        name = prog or Path(sys.argv[0]).name
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``pynetbuilder``: the registry command arrives with the model zoo."""
+    parser = Parser(prog="pynetbuilder", description=__doc__)
+    parser.add_argument("--version", action="version", version="pynetbuilder 0.1.0")
+    parser.parse_args(argv)
+    parser.print_help()
+    return 0

@@ -1,0 +1,270 @@
+"""The net graph that legos attach to: layers, blobs, name scopes, phases.
+
+One ``Net`` describes the train, test and deploy networks at once.  Every layer
+records the phases it belongs to; ``to_proto(phase)`` yields the
+``NetParameter`` Caffe builds in that phase and ``train_val_proto()`` the single
+file Caffe's solver wants (TRAIN and TEST layers together, phase-specific ones
+with ``include { phase: ... }``).
+
+Defaults (fillers, learning-rate multipliers ...) come from ``net.defaults(...)``
+scopes, inner scopes over outer ones; a value passed to ``net.layer`` always wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pynetbuilder.errors import NetError
+from pynetbuilder.layers import Shape, UnknownShapeError, apply_rule
+from pynetbuilder.schema import caffe_pb2, layer_parameter
+
+if TYPE_CHECKING:
+    from pynetbuilder.report import Report
+
+
+class Phase(StrEnum):
+    TRAIN = "train"
+    TEST = "test"
+    DEPLOY = "deploy"
+
+    @classmethod
+    def parse(cls, value: str | Phase) -> Phase:
+        try:
+            return cls(value.lower() if isinstance(value, str) else value)
+        except ValueError:
+            raise ValueError(f"phase must be one of train, test, deploy, not {value!r}") from None
+
+
+ALL_PHASES = frozenset(Phase)
+TRAIN_TEST = frozenset({Phase.TRAIN, Phase.TEST})
+_CAFFE_PHASE = {Phase.TRAIN: caffe_pb2.TRAIN, Phase.TEST: caffe_pb2.TEST}
+
+
+@dataclass
+class LayerEntry:
+    """One layer of the graph with what it needs per phase."""
+
+    proto: Any  # caffe_pb2.LayerParameter, without include rules
+    phases: frozenset[Phase]
+    overrides: dict[Phase, dict[str, Any]] = field(default_factory=dict)
+    shapes: dict[Phase, list[Shape]] = field(default_factory=dict)
+    block: str = ""
+
+    def for_phase(self, phase: Phase) -> Any:
+        layer = caffe_pb2.LayerParameter()
+        layer.CopyFrom(self.proto)
+        if phase in self.overrides:
+            extra = layer_parameter(layer.type, layer.name, [], [], self.overrides[phase])
+            layer.MergeFrom(extra)
+        return layer
+
+
+class Net:
+    """A network under construction.  Legos call :meth:`layer`; outputs come from
+    :meth:`to_proto`, :meth:`train_val_proto` and :meth:`report`."""
+
+    def __init__(self, name: str, defaults: Mapping[str, Mapping[str, Any]] | None = None):
+        self.name = name
+        self.entries: list[LayerEntry] = []
+        self._scope: list[str] = []
+        self._blocks: list[str] = []
+        self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
+        self._producers: dict[str, set[Phase]] = {}
+        self._shape_cache: dict[Phase, tuple[int, dict[str, Shape]]] = {}
+
+    # ------------------------------------------------------------ scoping
+
+    @contextlib.contextmanager
+    def scope(self, name: str, block: bool = False) -> Iterator[str]:
+        """Prefix layer names with ``name_``; ``block=True`` marks a lego block."""
+        if not name:
+            yield self.scoped("")
+            return
+        self._scope.append(name)
+        if block:
+            self._blocks.append(self.scoped(""))
+        try:
+            yield self.scoped("")
+        finally:
+            self._scope.pop()
+            if block:
+                self._blocks.pop()
+
+    @contextlib.contextmanager
+    def defaults(self, **per_type: Mapping[str, Any]) -> Iterator[None]:
+        """Defaults per layer type (``Convolution={...}``) for layers added inside."""
+        self._defaults.append(per_type)
+        try:
+            yield
+        finally:
+            self._defaults.pop()
+
+    def scoped(self, name: str) -> str:
+        return "_".join([*self._scope, name] if name else self._scope)
+
+    def default_params(self, layer_type: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for level in self._defaults:
+            merged.update(level.get(layer_type, {}))
+        return merged
+
+    # ------------------------------------------------------------ building
+
+    def layer(
+        self,
+        layer_type: str,
+        bottoms: str | Sequence[str] = (),
+        *,
+        name: str,
+        ntop: int = 1,
+        tops: Sequence[str] | None = None,
+        inplace: bool = False,
+        phases: frozenset[Phase] = ALL_PHASES,
+        overrides: Mapping[Phase, Mapping[str, Any]] | None = None,
+        shapes: Mapping[Phase, list[Shape]] | None = None,
+        use_defaults: bool = True,
+        **params: Any,
+    ) -> list[str]:
+        """Add a layer; return its top blob names.
+
+        ``name`` is relative to the current scope.  ``inplace`` makes the layer
+        write into its bottom (Caffe allows it for BatchNorm, Scale, ReLU,
+        Dropout ...).  ``params`` land in the type's parameter message unless
+        they name a ``LayerParameter`` field.  ``overrides`` adds parameters for
+        one phase only (BatchNorm's ``use_global_stats`` in TEST).  ``shapes``
+        gives the top shapes of layers whose shape is not in the prototxt
+        (a ``Data`` layer reading a database).
+        """
+        if isinstance(bottoms, str):
+            bottoms = [bottoms]
+        full = self.scoped(name)
+        if not full:
+            raise NetError("a layer needs a name")
+        phases = frozenset(phases)
+        if not phases:
+            raise NetError(f"layer {full!r} belongs to no phase")
+        for other in self.entries:
+            if other.proto.name == full and other.phases & phases:
+                raise NetError(f"two layers named {full!r} in one phase; choose another name")
+        for b in bottoms:
+            have = self._producers.get(b, set())
+            missing = phases - have
+            if missing:
+                raise NetError(
+                    f"layer {full!r} reads blob {b!r}, which no earlier layer produces in "
+                    f"phase {', '.join(sorted(p.value for p in missing))}"
+                )
+        if inplace:
+            if len(bottoms) != 1:
+                raise NetError(f"in-place layer {full!r} needs exactly one bottom")
+            top_names = list(bottoms)
+        elif tops is not None:
+            top_names = [self.scoped(t) for t in tops]
+        elif ntop == 1:
+            top_names = [full]
+        else:
+            top_names = [f"{full}_{i}" for i in range(ntop)]
+        merged = self.default_params(layer_type) if use_defaults else {}
+        merged.update(params)
+        proto = layer_parameter(layer_type, full, bottoms, top_names, merged)
+        entry = LayerEntry(
+            proto=proto,
+            phases=phases,
+            overrides={Phase(k): dict(v) for k, v in (overrides or {}).items()},
+            shapes={Phase(k): list(v) for k, v in (shapes or {}).items()},
+            block=self._blocks[-1] if self._blocks else "",
+        )
+        for extra in entry.overrides.values():
+            layer_parameter(layer_type, full, [], [], extra)  # validate now, not at output time
+        self.entries.append(entry)
+        for t in top_names:
+            self._producers.setdefault(t, set()).update(phases)
+        return top_names
+
+    def blob_shape(self, blob: str) -> Shape:
+        """Shape of a blob built so far (deploy net first, then test, then train)."""
+        for phase in (Phase.DEPLOY, Phase.TEST, Phase.TRAIN):
+            try:
+                shapes = self._infer(phase)
+            except UnknownShapeError:
+                continue
+            if blob in shapes:
+                return shapes[blob]
+        raise NetError(f"the shape of blob {blob!r} is not known yet")
+
+    def _infer(self, phase: Phase) -> dict[str, Shape]:
+        """Incremental shape inference: only layers added since the last call."""
+        done, known = self._shape_cache.get(phase, (0, {}))
+        shapes = dict(known)
+        for entry in self.entries[done:]:
+            if phase in entry.phases:
+                layer = entry.for_phase(phase)
+                cost = apply_rule(layer, [shapes[b] for b in layer.bottom], entry.shapes.get(phase))
+                shapes.update(zip(layer.top, cost.tops))
+        self._shape_cache[phase] = (len(self.entries), shapes)
+        return shapes
+
+    # ------------------------------------------------------------ outputs
+
+    def layers_in(self, phase: Phase | str) -> list[LayerEntry]:
+        phase = Phase.parse(phase)
+        return [e for e in self.entries if phase in e.phases]
+
+    def to_proto(self, phase: Phase | str) -> Any:
+        """The ``NetParameter`` Caffe builds in ``phase`` (train, test or deploy)."""
+        phase = Phase.parse(phase)
+        net = caffe_pb2.NetParameter(name=self.name)
+        for entry in self.layers_in(phase):
+            net.layer.append(entry.for_phase(phase))
+        return net
+
+    def train_val_proto(self) -> Any:
+        """TRAIN and TEST layers in one ``NetParameter`` (a solver's ``net:``)."""
+        net = caffe_pb2.NetParameter(name=self.name)
+        for entry in self.entries:
+            both = entry.phases & TRAIN_TEST
+            if not both:
+                continue
+            if len(both) == 1:
+                (phase,) = both
+                layer = entry.for_phase(phase)
+                layer.include.add(phase=_CAFFE_PHASE[phase])
+            else:
+                layer = caffe_pb2.LayerParameter()
+                layer.CopyFrom(entry.proto)
+            net.layer.append(layer)
+        return net
+
+    def declared_shapes(self, phase: Phase | str) -> dict[str, list[Shape]]:
+        phase = Phase.parse(phase)
+        return {e.proto.name: e.shapes[phase] for e in self.layers_in(phase) if phase in e.shapes}
+
+    def blocks(self, phase: Phase | str) -> dict[str, str]:
+        return {e.proto.name: e.block for e in self.layers_in(phase)}
+
+    def report(self, phase: Phase | str = Phase.DEPLOY) -> Report:
+        """Shapes, parameters and MACs of every layer in ``phase``, without Caffe."""
+        from pynetbuilder.report import analyze
+
+        phase = Phase.parse(phase)
+        return analyze(
+            self.to_proto(phase),
+            declared=self.declared_shapes(phase),
+            blocks=self.blocks(phase),
+            phase=phase.value,
+        )
+
+
+def prototxt_files(net: Net) -> dict[str, str]:
+    """``train.prototxt`` (TRAIN + TEST, for a solver), ``test.prototxt``, ``deploy.prototxt``."""
+    from pynetbuilder.schema import to_text
+
+    return {
+        "train.prototxt": to_text(net.train_val_proto()),
+        "test.prototxt": to_text(net.to_proto(Phase.TEST)),
+        "deploy.prototxt": to_text(net.to_proto(Phase.DEPLOY)),
+    }

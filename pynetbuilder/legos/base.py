@@ -1,0 +1,46 @@
+"""The lego protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pynetbuilder.graph import ALL_PHASES, Net, Phase
+
+
+class Lego:
+    """Something that attaches layers to a net: ``attach(net, bottoms) -> tops``."""
+
+    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
+        raise NotImplementedError
+
+    def __call__(self, net: Net, *bottoms: str) -> Any:
+        tops = self.attach(net, list(bottoms))
+        return tops[0] if len(tops) == 1 else tops
+
+
+class LayerLego(Lego):
+    """One Caffe layer of any type; ``params`` go where Caffe's net_spec puts them."""
+
+    def __init__(
+        self,
+        layer_type: str,
+        name: str,
+        *,
+        inplace: bool = False,
+        ntop: int = 1,
+        phases: frozenset[Phase] = ALL_PHASES,
+        **params: Any,
+    ):
+        self.layer_type = layer_type
+        self.name = name
+        self.inplace = inplace
+        self.ntop = ntop
+        self.phases = phases
+        self.params = params
+
+    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
+        return net.layer(
+            self.layer_type, bottoms, name=self.name, inplace=self.inplace, ntop=self.ntop,
+            phases=self.phases, **self.params,
+        )

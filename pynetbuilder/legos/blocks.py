@@ -1,0 +1,170 @@
+"""Hybrid legos: Conv-BN-ReLU chains and the residual ShortcutLego."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pynetbuilder.errors import UsageError
+from pynetbuilder.graph import Net
+from pynetbuilder.legos.base import Lego
+from pynetbuilder.legos.primitives import BatchNorm, Conv, Eltwise, ReLU, Scale, Size
+
+
+class ConvBNReLU(Lego):
+    """Convolution (named ``name``), BatchNorm + Scale (``name_bn``, ``name_scale``)
+    and ReLU (``name_relu``), all but the convolution in place.  The convolution
+    has no bias when BatchNorm follows (Scale carries the shift)."""
+
+    def __init__(
+        self,
+        name: str,
+        num_output: int,
+        kernel: Size = 3,
+        *,
+        stride: Size = 1,
+        pad: Size | None = None,
+        bn: bool = True,
+        relu: bool = True,
+        negative_slope: float = 0.0,
+        **conv: Any,
+    ):
+        conv.setdefault("bias_term", not bn)
+        self.name = name
+        self.conv = Conv(name, num_output, kernel, stride=stride, pad=pad, **conv)
+        self.bn = bn
+        self.relu = relu
+        self.negative_slope = negative_slope
+
+    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
+        (top,) = self.conv.attach(net, bottoms)
+        if self.bn:
+            BatchNorm(f"{self.name}_bn").attach(net, [top])
+            Scale(f"{self.name}_scale").attach(net, [top])
+        if self.relu:
+            ReLU(f"{self.name}_relu", negative_slope=self.negative_slope).attach(net, [top])
+        return [top]
+
+
+def ConvBN(name: str, num_output: int, kernel: Size = 3, **kwargs: Any) -> ConvBNReLU:  # noqa: N802
+    """Convolution + BatchNorm + Scale, no ReLU."""
+    return ConvBNReLU(name, num_output, kernel, relu=False, **kwargs)
+
+
+def ConvReLU(name: str, num_output: int, kernel: Size = 3, **kwargs: Any) -> ConvBNReLU:  # noqa: N802
+    """Convolution (with bias) + ReLU, no BatchNorm."""
+    return ConvBNReLU(name, num_output, kernel, bn=False, **kwargs)
+
+
+class EltwiseReLU(Lego):
+    """Element-wise sum of the bottoms (``name_add`` or ``add``), then ReLU in place."""
+
+    def __init__(self, name: str = "", operation: str = "SUM", relu: bool = True):
+        self.name = name
+        self.operation = operation
+        self.relu = relu
+
+    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
+        prefix = f"{self.name}_" if self.name else ""
+        (top,) = Eltwise(f"{prefix}add", self.operation).attach(net, bottoms)
+        if self.relu:
+            ReLU(f"{prefix}relu").attach(net, [top])
+        return [top]
+
+
+MAIN_BRANCHES = ("normal", "bottleneck", "inception_trick", "inception_trick_bottleneck")
+SHORTCUTS = ("auto", "identity", "projection")
+
+
+class ShortcutLego(Lego):
+    """A residual block: ``relu(main_branch(x) + shortcut(x))``.
+
+    main branches (``n`` = ``num_output``):
+      - ``normal``: 3x3 n, 3x3 n
+      - ``bottleneck``: 1x1 n/4, 3x3 n/4, 1x1 n
+      - ``inception_trick``: each 3x3 of ``normal`` as a 1x3 then a 3x1
+      - ``inception_trick_bottleneck``: the 3x3 of ``bottleneck`` as a 1x3 then a 3x1
+    Every convolution has BN + Scale and all but the last a ReLU.  ``stride``
+    sits on the first convolution (the first 1x1 of a bottleneck, as in the
+    original Caffe ResNets); a strided 1x3 strides along the width and the 3x1
+    that follows along the height.
+
+    ``shortcut``: ``identity``, ``projection`` (1x1 convolution + BN with the
+    block's stride) or ``auto`` (projection exactly where the shape changes).
+    Layers are named ``<name>_branch2a``..., ``<name>_branch1`` (projection),
+    ``<name>_add`` and ``<name>_relu``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        main_branch: str,
+        num_output: int,
+        *,
+        stride: int = 1,
+        shortcut: str = "auto",
+    ):
+        if main_branch not in MAIN_BRANCHES:
+            raise UsageError(
+                f"main branch {main_branch!r} is unknown; allowed: {', '.join(MAIN_BRANCHES)}"
+            )
+        if shortcut not in SHORTCUTS:
+            raise UsageError(f"shortcut {shortcut!r} is unknown; allowed: {', '.join(SHORTCUTS)}")
+        if not isinstance(num_output, int) or num_output < 1:
+            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
+        if "bottleneck" in main_branch and num_output % 4:
+            raise UsageError(
+                f"{name}: a {main_branch} block needs num_output divisible by 4 "
+                f"(its inner width is num_output/4), got {num_output}"
+            )
+        if stride not in (1, 2):
+            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        self.name = name
+        self.main_branch = main_branch
+        self.num_output = num_output
+        self.stride = stride
+        self.shortcut = shortcut
+
+    def _branch(self) -> list[ConvBNReLU]:
+        n, s = self.num_output, self.stride
+        q = n // 4
+        if self.main_branch == "normal":
+            return [ConvBNReLU("branch2a", n, 3, stride=s), ConvBN("branch2b", n, 3)]
+        if self.main_branch == "bottleneck":
+            return [
+                ConvBNReLU("branch2a", q, 1, stride=s),
+                ConvBNReLU("branch2b", q, 3),
+                ConvBN("branch2c", n, 1),
+            ]
+        if self.main_branch == "inception_trick":
+            return [
+                ConvBNReLU("branch2a_1x3", n, (1, 3), stride=(1, s)),
+                ConvBNReLU("branch2a_3x1", n, (3, 1), stride=(s, 1)),
+                ConvBNReLU("branch2b_1x3", n, (1, 3)),
+                ConvBN("branch2b_3x1", n, (3, 1)),
+            ]
+        return [  # inception_trick_bottleneck
+            ConvBNReLU("branch2a", q, 1, stride=s),
+            ConvBNReLU("branch2b_1x3", q, (1, 3)),
+            ConvBNReLU("branch2b_3x1", q, (3, 1)),
+            ConvBN("branch2c", n, 1),
+        ]
+
+    def needs_projection(self, net: Net, bottom: str) -> bool:
+        if self.shortcut != "auto":
+            return self.shortcut == "projection"
+        return self.stride != 1 or net.blob_shape(bottom)[1] != self.num_output
+
+    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
+        (bottom,) = bottoms
+        with net.scope(self.name, block=True):
+            if self.needs_projection(net, bottom):
+                (short,) = ConvBN("branch1", self.num_output, 1, stride=self.stride).attach(
+                    net, [bottom]
+                )
+            else:
+                short = bottom
+            top = bottom
+            for conv in self._branch():
+                (top,) = conv.attach(net, [top])
+            return EltwiseReLU().attach(net, [short, top])

@@ -1,0 +1,225 @@
+"""Per-layer and total figures of a network, computed without Caffe.
+
+Conventions (also in README.md):
+
+``params``
+    learnable parameters: every parameter blob Caffe allocates except BatchNorm's
+    statistics (mean, variance, moving-average factor).  Convolution and
+    InnerProduct weights and biases, Scale's scale and shift (the BN affine
+    part), PReLU slopes ...
+``macs``
+    multiply-accumulates of Convolution, Deconvolution and InnerProduct layers,
+    for the batch size of the analysed net (the deploy net has batch 1).
+``activations``
+    elements of the blobs each layer writes (its tops; an in-place layer counts
+    the blob it overwrites).
+``legacy_params`` / ``legacy_flops``
+    the figures the original pynetbuilder printed as "Number of params" and
+    "Number of flops": per layer with parameters, the size of its *first*
+    parameter blob (weights; the mean for BatchNorm, the scale for Scale, so a
+    BatchNorm+Scale pair adds 2C), and for flops the same size multiplied by the
+    output height x width for Convolution layers.  Biases are not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pynetbuilder.errors import NetError
+from pynetbuilder.layers import ParamBlob, Shape, apply_rule, count
+
+
+@dataclass
+class LayerRow:
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    shapes: list[Shape]
+    blobs: list[ParamBlob]
+    macs: int
+    block: str = ""
+
+    @property
+    def params(self) -> int:
+        return sum(b.size for b in self.blobs if b.learnable)
+
+    @property
+    def activations(self) -> int:
+        return sum(count(s) for s in self.shapes)
+
+    @property
+    def legacy_params(self) -> int:
+        return self.blobs[0].size if self.blobs else 0
+
+    @property
+    def legacy_flops(self) -> int:
+        if not self.blobs:
+            return 0
+        if self.type == "Convolution":
+            return self.blobs[0].size * math.prod(self.shapes[0][2:])
+        return self.blobs[0].size
+
+    @property
+    def inplace(self) -> bool:
+        return bool(self.tops) and self.tops == self.bottoms[: len(self.tops)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "block": self.block,
+            "bottoms": self.bottoms,
+            "tops": self.tops,
+            "output_shapes": [list(s) for s in self.shapes],
+            "param_blobs": [
+                {"shape": list(b.shape), "learnable": b.learnable} for b in self.blobs
+            ],
+            "params": self.params,
+            "macs": self.macs,
+            "activations": self.activations,
+            "legacy_params": self.legacy_params,
+            "legacy_flops": self.legacy_flops,
+        }
+
+
+@dataclass
+class Totals:
+    params: int
+    macs: int
+    activations: int
+    layers: int
+    legacy_params: int
+    legacy_flops: int
+
+
+@dataclass
+class Report:
+    name: str
+    phase: str
+    rows: list[LayerRow]
+    blob_shapes: dict[str, Shape] = field(default_factory=dict)
+
+    @property
+    def totals(self) -> Totals:
+        return Totals(
+            params=sum(r.params for r in self.rows),
+            macs=sum(r.macs for r in self.rows),
+            activations=sum(r.activations for r in self.rows),
+            layers=len(self.rows),
+            legacy_params=sum(r.legacy_params for r in self.rows),
+            legacy_flops=sum(r.legacy_flops for r in self.rows),
+        )
+
+    def legacy_lines(self) -> str:
+        """The two lines the original tool printed (values in millions)."""
+        t = self.totals
+        return (
+            f"Number of params: {t.legacy_params / 1e6} Million\n"
+            f"Number of flops: {t.legacy_flops / 1e6} Million"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "net": self.name,
+            "phase": self.phase,
+            **asdict(self.totals),
+            "conventions": {
+                "params": "learnable parameter blobs (all but BatchNorm statistics)",
+                "macs": "multiply-accumulates of Convolution, Deconvolution, InnerProduct",
+                "activations": "elements of each layer's top blobs",
+                "legacy_params": "original pynetbuilder: first parameter blob of each layer",
+                "legacy_flops": "original pynetbuilder: first blob x output HxW for "
+                "Convolution, first blob size otherwise",
+            },
+            "layers": [r.as_dict() for r in self.rows],
+        }
+
+    def json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=1) + "\n"
+
+    def table(self) -> str:
+        headers = ("layer", "type", "output", "params", "MACs", "activations")
+        lines = []
+        for r in self.rows:
+            shape = " ".join("x".join(map(str, s)) or "scalar" for s in r.shapes)
+            lines.append((r.name, r.type, shape, f"{r.params:,}", f"{r.macs:,}",
+                          f"{r.activations:,}"))
+        t = self.totals
+        total = ("total", f"{t.layers} layers", "", f"{t.params:,}", f"{t.macs:,}",
+                 f"{t.activations:,}")
+        widths = [max(len(str(x[i])) for x in [headers, total, *lines]) for i in range(6)]
+
+        def fmt(cells: Sequence[str]) -> str:
+            left = [str(c).ljust(w) for c, w in zip(cells[:3], widths[:3])]
+            right = [str(c).rjust(w) for c, w in zip(cells[3:], widths[3:])]
+            return "  ".join(left + right).rstrip()
+
+        rule = "-" * len(fmt(headers))
+        return "\n".join([fmt(headers), rule, *map(fmt, lines), rule, fmt(total)]) + "\n"
+
+    def summary(self) -> str:
+        t = self.totals
+        return (
+            f"{self.name} ({self.phase}): {t.params:,} learnable params "
+            f"({t.params / 1e6:.3f} M), {t.macs:,} MACs ({t.macs / 1e9:.3f} G), "
+            f"{t.activations:,} activations, {t.layers} layers"
+        )
+
+
+def _header_inputs(net: Any) -> dict[str, Shape]:
+    """Inputs declared with the old ``input:`` + ``input_dim``/``input_shape`` fields."""
+    shapes: dict[str, Shape] = {}
+    if net.input_shape:
+        for name, s in zip(net.input, net.input_shape):
+            shapes[name] = tuple(int(d) for d in s.dim)
+    elif net.input_dim:
+        dims = list(net.input_dim)
+        for i, name in enumerate(net.input):
+            shapes[name] = tuple(dims[4 * i : 4 * i + 4])
+    return shapes
+
+
+def analyze(
+    net: Any,
+    *,
+    inputs: Mapping[str, Shape] | None = None,
+    declared: Mapping[str, Sequence[Shape]] | None = None,
+    blocks: Mapping[str, str] | None = None,
+    phase: str = "",
+) -> Report:
+    """Infer every blob shape and count every layer of a ``NetParameter``.
+
+    ``inputs`` gives shapes of blobs no layer produces (besides the prototxt's
+    own ``input:`` header), ``declared`` the top shapes of layers whose shape the
+    prototxt does not hold (data layers), keyed by layer name.
+    """
+    blob_shapes: dict[str, Shape] = {**_header_inputs(net), **dict(inputs or {})}
+    rows = []
+    for layer in net.layer:
+        for b in layer.bottom:
+            if b not in blob_shapes:
+                raise NetError(
+                    f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces"
+                )
+        bottoms = [blob_shapes[b] for b in layer.bottom]
+        cost = apply_rule(layer, bottoms, (declared or {}).get(layer.name))
+        for top, shape in zip(layer.top, cost.tops):
+            blob_shapes[top] = shape
+        rows.append(
+            LayerRow(
+                name=layer.name,
+                type=layer.type,
+                bottoms=list(layer.bottom),
+                tops=list(layer.top),
+                shapes=cost.tops,
+                blobs=cost.blobs,
+                macs=cost.macs,
+                block=(blocks or {}).get(layer.name, ""),
+            )
+        )
+    return Report(name=net.name, phase=phase, rows=rows, blob_shapes=blob_shapes)

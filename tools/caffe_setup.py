@@ -1,0 +1,438 @@
+#!/usr/bin/env python3
+"""Fetch, verify and build the real Caffe that pynetbuilder is tested against.
+
+Sub-commands (run with the project's ``.venv/bin/python``; ``make`` does this):
+
+``schema``
+    Download the pinned Caffe source (PyPI sdist ``brocolli-caffe==9.0.2``), check
+    its sha256, take ``src/caffe/proto/caffe.proto`` from it and compile it with
+    protoc (``grpc_tools.protoc``) into ``pynetbuilder/proto/caffe_pb2.py``.
+    Seconds, no C++ build.
+
+``build``
+    Check the Debian packages Caffe needs (installing them with apt-get when run as
+    root), then build Caffe with its own Makefile (CPU_ONLY, OpenBLAS, LMDB,
+    LevelDB, no OpenCV, WITH_PYTHON_LAYER) plus pycaffe for this interpreter.  The
+    result is cached under ``$PYNETBUILDER_CACHE`` (default
+    ``~/.cache/pynetbuilder``), keyed by the source version, the build options and
+    the Python/numpy ABI, so a second run costs seconds.  The build happens in a
+    temporary folder that is moved into place only when everything succeeded.
+    Finally the current virtual environment is linked to the cached build: a
+    ``.pth`` file makes ``import caffe`` work and ``<venv>/bin/caffe`` runs the
+    command-line tool with the venv's packages visible to Python layers.
+
+Every failure ends with one line ``caffe_setup: error: ...`` saying what failed
+and what to do, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+CAFFE_DIST = "brocolli-caffe"
+CAFFE_VERSION = "9.0.2"
+CAFFE_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
+SDIST_NAME = f"{CAFFE_DIST}-{CAFFE_VERSION}.tar.gz"
+SOURCE_DIR_NAME = f"{CAFFE_DIST}-{CAFFE_VERSION}"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_OUT = REPO_ROOT / "pynetbuilder" / "proto" / "caffe_pb2.py"
+
+DEBIAN_PACKAGES = (
+    "build-essential",
+    "libprotobuf-dev",
+    "protobuf-compiler",
+    "libgoogle-glog-dev",
+    "libgflags-dev",
+    "libhdf5-dev",
+    "libboost-dev",
+    "libboost-system-dev",
+    "libboost-filesystem-dev",
+    "libboost-thread-dev",
+    "libboost-regex-dev",
+    "libboost-python-dev",
+    "libboost-date-time-dev",
+    "libopenblas-dev",
+    "liblmdb-dev",
+    "libleveldb-dev",
+    "libsnappy-dev",
+    "graphviz",
+)
+
+# Options that change the binaries; they are part of the cache key.
+BUILD_OPTIONS = {
+    "CPU_ONLY": "1",
+    "USE_OPENCV": "0",
+    "USE_LEVELDB": "1",
+    "USE_LMDB": "1",
+    "WITH_PYTHON_LAYER": "1",
+    "BLAS": "open",
+}
+
+
+class SetupError(RuntimeError):
+    """A failure the user can act on; its message is the one line printed."""
+
+
+def cache_root() -> Path:
+    env = os.environ.get("PYNETBUILDER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "pynetbuilder"
+
+
+def log(msg: str) -> None:
+    print(f"caffe_setup: {msg}", file=sys.stderr, flush=True)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_sdist() -> Path:
+    """Return the verified source archive, downloading it once into the cache."""
+    downloads = cache_root() / "downloads"
+    target = downloads / SDIST_NAME
+    if target.exists():
+        if sha256_of(target) == CAFFE_SHA256:
+            return target
+        log(f"cached {target} has the wrong sha256; downloading it again")
+        target.unlink()
+    downloads.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=downloads, prefix=".download-") as tmp:
+        log(f"downloading {CAFFE_DIST}=={CAFFE_VERSION} (Caffe source, 5.8 MB) from PyPI")
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            "--disable-pip-version-check", "-q", "-d", tmp, f"{CAFFE_DIST}=={CAFFE_VERSION}",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / SDIST_NAME
+        if proc.returncode != 0 or not got.exists():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SetupError(
+                f"download of {CAFFE_DIST}=={CAFFE_VERSION} from PyPI failed ({last}); "
+                "check network access to PyPI and run the command again"
+            )
+        actual = sha256_of(got)
+        if actual != CAFFE_SHA256:
+            raise SetupError(
+                f"{SDIST_NAME} has sha256 {actual}, expected {CAFFE_SHA256}; "
+                "the download is corrupt or was tampered with, nothing was cached"
+            )
+        os.replace(got, target)
+    return target
+
+
+def extract_member(archive: Path, member: str, dest: Path) -> None:
+    with tarfile.open(archive) as tar:
+        try:
+            info = tar.getmember(f"{SOURCE_DIR_NAME}/{member}")
+        except KeyError as exc:
+            raise SetupError(f"{archive} has no {member}; is it the right source?") from exc
+        data = tar.extractfile(info)
+        assert data is not None
+        dest.write_bytes(data.read())
+
+
+# ---------------------------------------------------------------- schema
+
+
+# pycaffe registers caffe.proto (package ``caffe``) in protobuf's default pool;
+# a second module with the same file name or package cannot live in the same
+# process.  The schema-only module therefore gets its own file name and package:
+# field names and numbers, and so text format and wire format, are unchanged.
+SCHEMA_PACKAGE = "pynetbuilder.caffe"
+SCHEMA_PROTO = "pynetbuilder/proto/caffe.proto"
+
+
+def generate_schema(out: Path = SCHEMA_OUT) -> Path:
+    """Compile caffe.proto from the pinned source into ``out`` (atomically)."""
+    archive = fetch_sdist()
+    try:
+        from grpc_tools import protoc  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise SetupError(
+            "grpcio-tools is not installed in this Python; run `make .venv` "
+            "(or pip install grpcio-tools) and try again"
+        ) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pnb-schema-") as tmp:
+        proto = Path(tmp) / SCHEMA_PROTO
+        proto.parent.mkdir(parents=True)
+        extract_member(archive, "src/caffe/proto/caffe.proto", proto)
+        text, n = re.subn(r"^package caffe;$", f"package {SCHEMA_PACKAGE};",
+                          proto.read_text(), flags=re.M)
+        if n != 1:
+            raise SetupError("caffe.proto has no `package caffe;` line; is it the right source?")
+        proto.write_text(text)
+        include = Path(protoc.__file__).parent / "_proto"
+        rc = protoc.main(["protoc", f"-I{tmp}", f"-I{include}", f"--python_out={tmp}",
+                          str(proto)])
+        generated = proto.with_name("caffe_pb2.py")
+        if rc != 0 or not generated.exists():
+            raise SetupError(f"protoc failed to compile caffe.proto (exit {rc})")
+        header = (
+            f"# Generated by tools/caffe_setup.py from {CAFFE_DIST}=={CAFFE_VERSION} "
+            f"src/caffe/proto/caffe.proto (package renamed to {SCHEMA_PACKAGE}). Do not edit.\n"
+        )
+        staged = out.with_name(f".{out.name}.tmp")
+        staged.write_text(header + generated.read_text())
+        os.replace(staged, out)
+    init = out.parent / "__init__.py"
+    if not init.exists():
+        init.write_text('"""Generated protobuf modules (see tools/caffe_setup.py)."""\n')
+    log(f"wrote {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
+    return out
+
+
+# ---------------------------------------------------------------- debian
+
+
+def missing_debian_packages() -> list[str]:
+    missing = []
+    for pkg in DEBIAN_PACKAGES:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True
+        )
+        if proc.returncode != 0 or "install ok installed" not in proc.stdout:
+            missing.append(pkg)
+    return missing
+
+
+def ensure_debian_packages() -> None:
+    if shutil.which("dpkg-query") is None:
+        raise SetupError("this set-up needs a Debian/Ubuntu system (dpkg-query not found)")
+    missing = missing_debian_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SetupError(
+            "missing Debian packages: " + " ".join(missing)
+            + "; install them with: sudo apt-get install " + " ".join(missing)
+        )
+    log(f"installing {len(missing)} Debian packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SetupError(f"`{' '.join(cmd[:2])}` failed ({last}); fix apt and run again")
+    still = missing_debian_packages()
+    if still:
+        raise SetupError("Debian packages still missing after apt-get: " + " ".join(still))
+
+
+# ---------------------------------------------------------------- build
+
+
+def python_abi() -> dict[str, str]:
+    import numpy
+
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "python_include": sysconfig.get_paths()["include"],
+        "python_libdir": sysconfig.get_config_var("LIBDIR") or "",
+        "numpy_include": numpy.get_include(),
+        "numpy_major": numpy.__version__.split(".")[0],
+    }
+
+
+def build_key(abi: dict[str, str]) -> str:
+    text = repr((CAFFE_VERSION, CAFFE_SHA256, sorted(BUILD_OPTIONS.items()), abi["python"],
+                 abi["numpy_major"], abi["python_libdir"]))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"caffe-{CAFFE_VERSION}-py{abi['python'].replace('.', '')}-{digest}"
+
+
+def makefile_config(abi: dict[str, str]) -> str:
+    py = abi["python"]
+    lines = [f"{k} := {v}" for k, v in BUILD_OPTIONS.items()]
+    lines += [
+        "BLAS_INCLUDE := /usr/include/x86_64-linux-gnu/openblas-pthread",
+        f"PYTHON_INCLUDE := {abi['python_include']} {abi['numpy_include']}",
+        f"PYTHON_LIB := {abi['python_libdir']}",
+        f"PYTHON_LIBRARIES := boost_python{py.replace('.', '')} python{py}",
+        "INCLUDE_DIRS := $(PYTHON_INCLUDE) /usr/local/include /usr/include/hdf5/serial",
+        "LIBRARY_DIRS := $(PYTHON_LIB) /usr/local/lib /usr/lib "
+        "/usr/lib/x86_64-linux-gnu/hdf5/serial /usr/lib/x86_64-linux-gnu",
+        "BUILD_DIR := build",
+        "DISTRIBUTE_DIR := distribute",
+        "Q ?= @",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str) -> None:
+    """Run make, echoing one progress line per compiled file."""
+    env = dict(os.environ, LC_ALL="C")
+    count = 0
+    start = time.monotonic()
+    with logfile.open("a") as logfh:
+        logfh.write(f"\n### make {' '.join(target)}\n")
+        proc = subprocess.Popen(
+            ["make", *target], cwd=src, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env=env,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            logfh.write(line)
+            m = re.match(r"(CXX|LD|AR|PROTOC|CXX/LD|PROTOC \(python\)|TOUCH)\b.*?(\S+)$", line)
+            if m:
+                count += 1
+                elapsed = int(time.monotonic() - start)
+                shown = f"[{count:>3}/{total}]" if total else f"[{count:>3}]"
+                print(f"  {label} {shown} {elapsed:>4}s {line.strip()}", file=sys.stderr,
+                      flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        tail = [ln.rstrip() for ln in logfile.read_text(errors="replace").splitlines()
+                if "error" in ln.lower()][-3:]
+        for ln in tail:
+            print(f"    {ln}", file=sys.stderr)
+        raise SetupError(
+            f"`make {' '.join(target)}` failed with exit {rc} while building Caffe; "
+            f"full log: {logfile} (nothing was cached; fix the cause and run again)"
+        )
+
+
+def build_caffe(abi: dict[str, str], final: Path) -> None:
+    archive = fetch_sdist()
+    ensure_debian_packages()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    logdir = cache_root() / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    logfile = logdir / f"{final.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-building-"))
+    try:
+        log(f"building Caffe {CAFFE_VERSION} (about 8 minutes on 2 cores); log: {logfile}")
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        src = staging / SOURCE_DIR_NAME
+        makefile = src / "Makefile"
+        text = makefile.read_text()
+        # The sdist forces BUILD_DIR = temp after including Makefile.config.
+        text = re.sub(r"^BUILD_DIR = temp\n", "", text, flags=re.M)
+        makefile.write_text(text)
+        # Old-style generated code that protobuf >= 4 rejects; make pycaffe regenerates it.
+        (src / "python" / "caffe" / "proto" / "caffe_pb2.py").unlink(missing_ok=True)
+        (src / "Makefile.config").write_text(makefile_config(abi))
+        shutil.rmtree(src / ".git", ignore_errors=True)
+        jobs = str(max(1, os.cpu_count() or 1))
+        n_sources = sum(1 for _ in (src / "src" / "caffe").rglob("*.cpp")
+                        if "/test/" not in str(_)) + len(list((src / "tools").glob("*.cpp")))
+        run_make(src, ["-j", jobs, "all"], logfile, n_sources + 4, "caffe")
+        run_make(src, ["-j", jobs, "pycaffe"], logfile, 0, "pycaffe")
+        # Drop object files: they are large and nothing uses them after linking.
+        for obj in (src / "build").resolve().rglob("*.o"):
+            obj.unlink()
+        (staging / "BUILD_OK").write_text(repr(abi) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        log(f"Caffe built and cached in {final}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def link_into_venv(final: Path) -> None:
+    if sys.prefix == sys.base_prefix:
+        raise SetupError(
+            "run this with the project's virtual environment (.venv/bin/python), "
+            "not the system interpreter"
+        )
+    src = final / SOURCE_DIR_NAME
+    pth = site_packages() / "pynetbuilder_caffe.pth"
+    pth.write_text(f"{src / 'python'}\n")
+    tool = src / "build" / "tools" / "caffe"
+    wrapper = Path(sys.prefix) / "bin" / "caffe"
+    # The caffe tool embeds the base interpreter, which does not see the venv:
+    # hand it the venv's packages so Python layers can import numpy and friends.
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "# Written by tools/caffe_setup.py: real Caffe's command-line tool.\n"
+        f'PYTHONPATH="{site_packages()}:{src / "python"}${{PYTHONPATH:+:$PYTHONPATH}}" '
+        f'exec "{tool}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+
+
+def verify(final: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import caffe, sys; sys.stdout.write(caffe.__file__)"],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SetupError(
+            f"`import caffe` fails after the build ({last}); delete {final} and run again"
+        )
+    wrapper = Path(sys.prefix) / "bin" / "caffe"
+    proc = subprocess.run([str(wrapper), "--version"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"`caffe --version` fails ({proc.stderr.strip()[-200:]})")
+    log(f"ready: import caffe -> {proc.stdout.strip() or 'ok'}; {wrapper}")
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    abi = python_abi()
+    final = cache_root() / build_key(abi)
+    if (final / "BUILD_OK").exists() and not args.force:
+        log(f"using cached Caffe build {final}")
+    else:
+        build_caffe(abi, final)
+    link_into_venv(final)
+    verify(final)
+
+
+def cmd_schema(args: argparse.Namespace) -> None:
+    if SCHEMA_OUT.exists() and not args.force:
+        return
+    generate_schema()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in (("schema", cmd_schema), ("build", cmd_build)):
+        p = sub.add_parser(name)
+        p.add_argument("--force", action="store_true", help="redo even if cached")
+        p.set_defaults(func=fn)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except SetupError as exc:
+        print(f"caffe_setup: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("caffe_setup: error: interrupted; nothing half-built was kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
