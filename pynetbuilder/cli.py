@@ -87,13 +87,13 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
     """Analyse the deploy net, then write every output at once and print the report."""
     report = net.report(Phase.DEPLOY)  # raises before anything is written
-    files: dict[Path, dict[str, str]] = {}
+    files: dict[Path, str] = {}
     if args.output_folder:
-        files[Path(args.output_folder)] = prototxt_files(net)
+        folder = Path(args.output_folder)
+        files.update({folder / name: text for name, text in prototxt_files(net).items()})
     if args.json:
-        json_path = Path(args.json)
-        files.setdefault(json_path.parent, {})[json_path.name] = report.json_text()
-    written = [p for folder, named in files.items() for p in write_files(folder, named)]
+        files[Path(args.json)] = report.json_text()
+    written = write_files(files)
     for path in written:
         print(f"wrote {path}", file=out)
     if args.table:
@@ -114,6 +114,8 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         main(argv)
     except (UsageError, NetError, OSError) as exc:
         name = prog or Path(sys.argv[0]).name
+        if isinstance(exc, OSError) and exc.filename:
+            exc = f"cannot write {exc.filename}: {exc.strerror} (nothing was written)"
         print(f"{name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return 0

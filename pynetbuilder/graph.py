@@ -73,7 +73,7 @@ class Net:
         self._scope: list[str] = []
         self._blocks: list[str] = []
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
-        self._producers: dict[str, set[Phase]] = {}
+        self._producers: dict[str, frozenset[Phase]] = {}
         self._shape_cache: dict[Phase, tuple[int, dict[str, Shape]]] = {}
 
     # ------------------------------------------------------------ scoping
@@ -123,7 +123,7 @@ class Net:
         ntop: int = 1,
         tops: Sequence[str] | None = None,
         inplace: bool = False,
-        phases: frozenset[Phase] = ALL_PHASES,
+        phases: frozenset[Phase] | None = None,
         overrides: Mapping[Phase, Mapping[str, Any]] | None = None,
         shapes: Mapping[Phase, list[Shape]] | None = None,
         use_defaults: bool = True,
@@ -131,8 +131,10 @@ class Net:
     ) -> list[str]:
         """Add a layer; return its top blob names.
 
-        ``name`` is relative to the current scope.  ``inplace`` makes the layer
-        write into its bottom (Caffe allows it for BatchNorm, Scale, ReLU,
+        ``name`` is relative to the current scope.  ``phases`` defaults to the
+        phases in which all bottoms exist (all phases for a layer without bottoms).
+        ``inplace`` makes the layer write into its bottom (Caffe allows it for
+        BatchNorm, Scale, ReLU,
         Dropout ...).  ``params`` land in the type's parameter message unless
         they name a ``LayerParameter`` field.  ``overrides`` adds parameters for
         one phase only (BatchNorm's ``use_global_stats`` in TEST).  ``shapes``
@@ -144,20 +146,28 @@ class Net:
         full = self.scoped(name)
         if not full:
             raise NetError("a layer needs a name")
+        available = frozenset(ALL_PHASES)
+        for b in bottoms:
+            available &= self._producers.get(b, frozenset())
+        if phases is None:
+            phases = available  # a layer exists where all its inputs exist
+            if not phases:
+                raise NetError(
+                    f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier "
+                    "layer produces (in a common phase)"
+                )
         phases = frozenset(phases)
         if not phases:
             raise NetError(f"layer {full!r} belongs to no phase")
+        missing = phases - available
+        if missing:
+            raise NetError(
+                f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier layer "
+                f"produces in phase {', '.join(sorted(p.value for p in missing))}"
+            )
         for other in self.entries:
             if other.proto.name == full and other.phases & phases:
                 raise NetError(f"two layers named {full!r} in one phase; choose another name")
-        for b in bottoms:
-            have = self._producers.get(b, set())
-            missing = phases - have
-            if missing:
-                raise NetError(
-                    f"layer {full!r} reads blob {b!r}, which no earlier layer produces in "
-                    f"phase {', '.join(sorted(p.value for p in missing))}"
-                )
         if inplace:
             if len(bottoms) != 1:
                 raise NetError(f"in-place layer {full!r} needs exactly one bottom")
@@ -182,7 +192,7 @@ class Net:
             layer_parameter(layer_type, full, [], [], extra)  # validate now, not at output time
         self.entries.append(entry)
         for t in top_names:
-            self._producers.setdefault(t, set()).update(phases)
+            self._producers[t] = self._producers.get(t, frozenset()) | phases
         return top_names
 
     def blob_shape(self, blob: str) -> Shape:

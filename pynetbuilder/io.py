@@ -2,37 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 
-def write_files(folder: str | Path, files: Mapping[str, str]) -> list[Path]:
-    """Write every ``name -> text`` into ``folder``, all or nothing.
+def write_files(files: Mapping[str | Path, str]) -> list[Path]:
+    """Write every ``path -> text``, all or nothing.
 
     Each file is first written in full to a temporary file beside its target;
     only when all are written are they renamed into place (``os.replace`` is
-    atomic on POSIX), so readers see either the old file or the complete new one.
+    atomic on POSIX), so a reader sees the old file or the complete new one and
+    a failure part-way leaves no target touched.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
+    created: list[Path] = []
+    done = False
     try:
         for name, text in files.items():
-            target = folder / name
+            target = Path(name)
+            missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            created.extend(missing)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             staged.append((Path(tmp), target))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
         for tmp, target in staged:
             os.replace(tmp, target)
+        done = True
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        if not done:  # leave no empty folders behind either
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return [target for _, target in staged]
-
-
-def write_file(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    return write_files(path.parent, {path.name: text})[0]

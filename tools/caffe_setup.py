@@ -399,6 +399,11 @@ def verify(final: Path) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
+    if sys.prefix == sys.base_prefix:
+        raise SetupError(
+            "run this with the project's virtual environment (.venv/bin/python), "
+            "not the system interpreter; `make caffe` does"
+        )
     abi = python_abi()
     final = cache_root() / build_key(abi)
     if (final / "BUILD_OK").exists() and not args.force:

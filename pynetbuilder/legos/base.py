@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pynetbuilder.graph import ALL_PHASES, Net, Phase
+from pynetbuilder.graph import Net, Phase
 
 
 class Lego:
@@ -29,7 +29,7 @@ class LayerLego(Lego):
         *,
         inplace: bool = False,
         ntop: int = 1,
-        phases: frozenset[Phase] = ALL_PHASES,
+        phases: frozenset[Phase] | None = None,
         **params: Any,
     ):
         self.layer_type = layer_type

@@ -1,0 +1,92 @@
+"""Shared test helpers.  Real Caffe is the oracle: it must import (no skipping)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+CAFFE_TOOL = ROOT / ".venv" / "bin" / "caffe"
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def caffe():
+    import caffe as caffe_module  # real pycaffe, linked into the venv by `make caffe`
+
+    caffe_module.set_mode_cpu()
+    return caffe_module
+
+
+def write_lmdb(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write uint8 CHW images as Caffe ``Datum`` records (what convert_imageset writes)."""
+    import lmdb
+
+    from pynetbuilder.schema import caffe_pb2
+
+    env = lmdb.open(str(path), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        for i, (img, label) in enumerate(zip(images, labels)):
+            datum = caffe_pb2.Datum(
+                channels=img.shape[0], height=img.shape[1], width=img.shape[2],
+                data=img.astype(np.uint8).tobytes(), label=int(label),
+            )
+            txn.put(f"{i:08d}".encode(), datum.SerializeToString())
+    env.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_lmdb(tmp_path_factory) -> tuple[Path, Path]:
+    """Train and val LMDBs of 3x256x256 random images with labels 0..3.
+
+    Two databases, because LMDB must not be opened twice at once in one process
+    (it deadlocks): a test builds at most one Caffe net reading each at a time.
+    """
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("lmdb")
+    dbs = []
+    for name in ("train", "val"):
+        images = rng.integers(0, 256, size=(4, 3, 256, 256), dtype=np.uint8)
+        dbs.append(write_lmdb(folder / name, images, np.arange(4)))
+    return dbs[0], dbs[1]
+
+
+def caffe_net(caffe, text: str, phase: str, tmp_path: Path, name: str = "net.prototxt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return caffe.Net(str(path), caffe.TRAIN if phase == "train" else caffe.TEST)
+
+
+def assert_report_matches_caffe(report, net) -> None:
+    """Every blob shape and every parameter blob shape equals what Caffe allocated."""
+    ours_blobs = report.blob_shapes
+    for name, blob in net.blobs.items():
+        if "_split_" in name:  # Caffe's own Split layers for blobs read twice
+            continue
+        assert name in ours_blobs, f"Caffe has blob {name} we did not infer"
+        assert tuple(blob.data.shape) == ours_blobs[name], name
+    caffe_names = {n for n in net.blobs if "_split_" not in n}
+    assert caffe_names == set(ours_blobs), set(ours_blobs) ^ caffe_names
+    rows = {r.name: r for r in report.rows}
+    for layer_name, blobs in net.params.items():
+        ours = [b.shape for b in rows[layer_name].blobs]
+        assert [tuple(b.data.shape) for b in blobs] == ours, layer_name
+    # layers without parameter blobs in Caffe have none in our report either
+    for row in report.rows:
+        if row.blobs:
+            assert row.name in net.params, row.name
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+sys.path.insert(0, str(ROOT))
