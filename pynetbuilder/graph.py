@@ -74,6 +74,7 @@ class Net:
         self._blocks: list[str] = []
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
         self._producers: dict[str, frozenset[Phase]] = {}
+        self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
         self._shape_cache: dict[Phase, tuple[int, dict[str, Shape]]] = {}
 
     # ------------------------------------------------------------ scoping
@@ -171,6 +172,13 @@ class Net:
         if inplace:
             if len(bottoms) != 1:
                 raise NetError(f"in-place layer {full!r} needs exactly one bottom")
+            readers = self._readers.get(bottoms[0], [])
+            if readers:
+                # Caffe would insert a Split and then see two producers of the blob.
+                raise NetError(
+                    f"in-place layer {full!r} would overwrite blob {bottoms[0]!r}, which "
+                    f"{readers[0]!r} also reads; make it not in place"
+                )
             top_names = list(bottoms)
         elif tops is not None:
             top_names = [self.scoped(t) for t in tops]
@@ -191,8 +199,11 @@ class Net:
         for extra in entry.overrides.values():
             layer_parameter(layer_type, full, [], [], extra)  # validate now, not at output time
         self.entries.append(entry)
+        for b in bottoms:
+            self._readers.setdefault(b, []).append(full)
         for t in top_names:
             self._producers[t] = self._producers.get(t, frozenset()) | phases
+            self._readers[t] = []
         return top_names
 
     def blob_shape(self, blob: str) -> Shape:

@@ -1,0 +1,66 @@
+"""The net graph: scoped defaults, names, phases, in-place layers."""
+
+from __future__ import annotations
+
+import pytest
+
+from pynetbuilder import Net, NetError
+from pynetbuilder.graph import Phase
+from pynetbuilder.legos import ConvBNReLU, Input, ReLU
+
+
+def small() -> Net:
+    net = Net("g")
+    Input("data", [(1, 3, 8, 8)])(net)
+    return net
+
+
+def test_scoped_defaults_and_the_user_wins():
+    net = small()
+    with net.defaults(Convolution={"weight_filler": {"type": "xavier"}, "group": 1}):
+        with net.scope("outer"):
+            net.layer("Convolution", "data", name="a", num_output=2, kernel_size=1)
+            net.layer("Convolution", "data", name="b", num_output=2, kernel_size=1,
+                      weight_filler={"type": "gaussian", "std": 0.1})
+    net.layer("Convolution", "data", name="c", num_output=2, kernel_size=1)
+    layers = {layer.name: layer.convolution_param for layer in net.to_proto("deploy").layer}
+    assert layers["outer_a"].weight_filler.type == "xavier"
+    assert layers["outer_b"].weight_filler.type == "gaussian"  # passed value wins
+    assert not layers["c"].HasField("weight_filler")  # the scope ended
+    # a lego's own default loses to the user's value too
+    ConvBNReLU("d", 4, 3, weight_filler={"type": "constant", "value": 1.0})(net, "data")
+    d = {layer.name: layer for layer in net.to_proto("deploy").layer}["d"]
+    assert d.convolution_param.weight_filler.type == "constant"
+    assert d.convolution_param.bias_term is False  # BN follows
+
+
+def test_duplicate_names_and_unknown_blobs_are_refused():
+    net = small()
+    net.layer("ReLU", "data", name="r")
+    with pytest.raises(NetError, match="two layers named 'r'"):
+        net.layer("ReLU", "data", name="r")
+    with pytest.raises(NetError, match="no earlier layer produces"):
+        net.layer("ReLU", "missing", name="r2")
+
+
+def test_phase_specific_layers_get_include_rules():
+    net = Net("p")
+    for phase, shape in ((Phase.TRAIN, 8), (Phase.TEST, 4)):
+        net.layer("DummyData", [], name="data", tops=["data"], phases=frozenset({phase}),
+                  shape=[{"dim": [shape, 3]}])
+    net.layer("Input", [], name="data", tops=["data"], phases=frozenset({Phase.DEPLOY}),
+              shape=[{"dim": [1, 3]}])
+    ReLU("relu", inplace=False)(net, "data")
+    tv = net.train_val_proto()
+    assert [(layer.name, [r.phase for r in layer.include]) for layer in tv.layer] == [
+        ("data", [0]), ("data", [1]), ("relu", [])]
+    assert net.report("train").blob_shapes["relu"] == (8, 3)
+    assert net.report("test").blob_shapes["relu"] == (4, 3)
+    assert net.report("deploy").blob_shapes["relu"] == (1, 3)
+
+
+def test_layers_follow_the_phases_of_their_inputs():
+    net = small()  # Input defaults to the deploy net only
+    net.layer("ReLU", "data", name="r")
+    assert net.to_proto("train").layer == []
+    assert [layer.name for layer in net.to_proto("deploy").layer] == ["data", "r"]
