@@ -54,13 +54,17 @@ class LayerEntry:
     shapes: dict[Phase, list[Shape]] = field(default_factory=dict)
     block: str = ""
 
+    def __post_init__(self) -> None:
+        self._merged: dict[Phase, Any] = {}
+        for phase, extra in self.overrides.items():
+            layer = caffe_pb2.LayerParameter()
+            layer.CopyFrom(self.proto)
+            layer.MergeFrom(layer_parameter(layer.type, layer.name, [], [], extra))
+            self._merged[phase] = layer
+
     def for_phase(self, phase: Phase) -> Any:
-        layer = caffe_pb2.LayerParameter()
-        layer.CopyFrom(self.proto)
-        if phase in self.overrides:
-            extra = layer_parameter(layer.type, layer.name, [], [], self.overrides[phase])
-            layer.MergeFrom(extra)
-        return layer
+        """The layer as it stands in ``phase`` (shared message: copy before changing it)."""
+        return self._merged.get(phase, self.proto)
 
 
 class Net:
@@ -75,6 +79,7 @@ class Net:
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
         self._producers: dict[str, frozenset[Phase]] = {}
         self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
+        self._names: dict[str, frozenset[Phase]] = {}
         self._shape_cache: dict[Phase, tuple[int, dict[str, Shape]]] = {}
 
     # ------------------------------------------------------------ scoping
@@ -166,9 +171,8 @@ class Net:
                 f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier layer "
                 f"produces in phase {', '.join(sorted(p.value for p in missing))}"
             )
-        for other in self.entries:
-            if other.proto.name == full and other.phases & phases:
-                raise NetError(f"two layers named {full!r} in one phase; choose another name")
+        if self._names.get(full, frozenset()) & phases:
+            raise NetError(f"two layers named {full!r} in one phase; choose another name")
         if inplace:
             if len(bottoms) != 1:
                 raise NetError(f"in-place layer {full!r} needs exactly one bottom")
@@ -196,9 +200,8 @@ class Net:
             shapes={Phase(k): list(v) for k, v in (shapes or {}).items()},
             block=self._blocks[-1] if self._blocks else "",
         )
-        for extra in entry.overrides.values():
-            layer_parameter(layer_type, full, [], [], extra)  # validate now, not at output time
         self.entries.append(entry)
+        self._names[full] = self._names.get(full, frozenset()) | phases
         for b in bottoms:
             self._readers.setdefault(b, []).append(full)
         for t in top_names:
@@ -219,14 +222,14 @@ class Net:
 
     def _infer(self, phase: Phase) -> dict[str, Shape]:
         """Incremental shape inference: only layers added since the last call."""
-        done, known = self._shape_cache.get(phase, (0, {}))
-        shapes = dict(known)
-        for entry in self.entries[done:]:
+        done, shapes = self._shape_cache.get(phase, (0, {}))
+        for i in range(done, len(self.entries)):
+            entry = self.entries[i]
             if phase in entry.phases:
                 layer = entry.for_phase(phase)
                 cost = apply_rule(layer, [shapes[b] for b in layer.bottom], entry.shapes.get(phase))
                 shapes.update(zip(layer.top, cost.tops))
-        self._shape_cache[phase] = (len(self.entries), shapes)
+            self._shape_cache[phase] = (i + 1, shapes)
         return shapes
 
     # ------------------------------------------------------------ outputs
@@ -252,12 +255,10 @@ class Net:
                 continue
             if len(both) == 1:
                 (phase,) = both
-                layer = entry.for_phase(phase)
-                layer.include.add(phase=_CAFFE_PHASE[phase])
+                net.layer.add().CopyFrom(entry.for_phase(phase))
+                net.layer[-1].include.add(phase=_CAFFE_PHASE[phase])
             else:
-                layer = caffe_pb2.LayerParameter()
-                layer.CopyFrom(entry.proto)
-            net.layer.append(layer)
+                net.layer.add().CopyFrom(entry.proto)
         return net
 
     def declared_shapes(self, phase: Phase | str) -> dict[str, list[Shape]]:

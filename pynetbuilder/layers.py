@@ -144,7 +144,28 @@ def _spatial(p: Any, name: str, default: int, nd: int = 2) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _conv_geometry(layer: Any, bottom: Shape) -> tuple[Any, tuple[int, ...], ...]:
+@dataclass(frozen=True)
+class _ConvGeometry:
+    n: int
+    channels: int
+    spatial: Shape
+    num_output: int
+    group: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]
+    dilation: tuple[int, ...]
+    bias_term: bool
+
+    def blobs(self, weight: Shape) -> list[ParamBlob]:
+        blobs = [ParamBlob(weight)]
+        if self.bias_term:
+            blobs.append(ParamBlob((self.num_output,)))
+        return blobs
+
+
+def _conv_geometry(layer: Any, bottom: Shape) -> _ConvGeometry:
+    """What Convolution and Deconvolution share: geometry and the group check."""
     p = layer.convolution_param
     nd = len(bottom) - 2
     if nd < 1:
@@ -154,56 +175,40 @@ def _conv_geometry(layer: Any, bottom: Shape) -> tuple[Any, tuple[int, ...], ...
     kernel = _spatial(p, "kernel", 0, nd)
     if 0 in kernel:
         raise ShapeError(f"{layer.type} layer {layer.name!r} has no kernel size")
-    return (
-        p,
-        kernel,
-        _spatial(p, "stride", 1, nd),
-        _spatial(p, "pad", 0, nd),
-        _spatial(p, "dilation", 1, nd),
-    )
-
-
-def _check_group(layer: Any, channels: int, outputs: int, group: int) -> None:
-    if channels % group or outputs % group:
+    n, c = bottom[0], bottom[1]
+    if c % p.group or p.num_output % p.group:
         raise ShapeError(
-            f"{layer.type} layer {layer.name!r}: group {group} must divide both input channels "
-            f"{channels} and num_output {outputs}"
+            f"{layer.type} layer {layer.name!r}: group {p.group} must divide both input "
+            f"channels {c} and num_output {p.num_output}"
         )
+    return _ConvGeometry(
+        n, c, bottom[2:], p.num_output, p.group, kernel, _spatial(p, "stride", 1, nd),
+        _spatial(p, "pad", 0, nd), _spatial(p, "dilation", 1, nd), p.bias_term,
+    )
 
 
 @rule("Convolution")
 def _convolution(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
-    bottom = bottoms[0]
-    p, kernel, stride, pad, dilation = _conv_geometry(layer, bottom)
-    n, c = bottom[0], bottom[1]
-    _check_group(layer, c, p.num_output, p.group)
+    g = _conv_geometry(layer, bottoms[0])
     out = tuple(
         (size + 2 * pd - (d * (k - 1) + 1)) // s + 1
-        for size, k, s, pd, d in zip(bottom[2:], kernel, stride, pad, dilation)
+        for size, k, s, pd, d in zip(g.spatial, g.kernel, g.stride, g.pad, g.dilation)
     )
-    top = (n, p.num_output, *out)
-    blobs = [ParamBlob((p.num_output, c // p.group, *kernel))]
-    if p.bias_term:
-        blobs.append(ParamBlob((p.num_output,)))
-    macs = n * p.num_output * count(out) * (c // p.group) * count(kernel)
-    return LayerCost([top] * len(layer.top), blobs, macs * len(bottoms))
+    macs = g.n * g.num_output * count(out) * (g.channels // g.group) * count(g.kernel)
+    blobs = g.blobs((g.num_output, g.channels // g.group, *g.kernel))
+    return LayerCost([(g.n, g.num_output, *out)] * len(layer.top), blobs, macs * len(bottoms))
 
 
 @rule("Deconvolution")
 def _deconvolution(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
-    bottom = bottoms[0]
-    p, kernel, stride, pad, dilation = _conv_geometry(layer, bottom)
-    n, c = bottom[0], bottom[1]
-    _check_group(layer, c, p.num_output, p.group)
+    g = _conv_geometry(layer, bottoms[0])
     out = tuple(
         s * (size - 1) + d * (k - 1) + 1 - 2 * pd
-        for size, k, s, pd, d in zip(bottom[2:], kernel, stride, pad, dilation)
+        for size, k, s, pd, d in zip(g.spatial, g.kernel, g.stride, g.pad, g.dilation)
     )
-    blobs = [ParamBlob((c, p.num_output // p.group, *kernel))]
-    if p.bias_term:
-        blobs.append(ParamBlob((p.num_output,)))
-    macs = n * c * count(bottom[2:]) * (p.num_output // p.group) * count(kernel)
-    return LayerCost([(n, p.num_output, *out)] * len(layer.top), blobs, macs * len(bottoms))
+    macs = g.n * g.channels * count(g.spatial) * (g.num_output // g.group) * count(g.kernel)
+    blobs = g.blobs((g.channels, g.num_output // g.group, *g.kernel))
+    return LayerCost([(g.n, g.num_output, *out)] * len(layer.top), blobs, macs * len(bottoms))
 
 
 @rule("InnerProduct")

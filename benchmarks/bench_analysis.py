@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""How fast is sizing a net?  pynetbuilder's own analysis vs the original way.
+
+The original pynetbuilder counted parameters and flops by instantiating the net
+in compiled Caffe (``caffe.Net``) and summing its blobs.  pynetbuilder builds the
+net from legos and infers every shape itself.  Both are timed here, side by side
+in one run, on ResNet-50; then our analysis alone on deeper nets, to show its cost
+grows linearly with depth (time per layer stays flat).
+
+    .venv/bin/python benchmarks/bench_analysis.py      (make bench)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pynetbuilder.models import resnet_imagenet  # noqa: E402
+from pynetbuilder.report import analyze  # noqa: E402
+from pynetbuilder.schema import parse_net, to_text  # noqa: E402
+
+DEPTHS = {  # name: blocks per stage (bottleneck, width 256)
+    "ResNet-50": (3, 4, 6, 3),
+    "ResNet-101": (3, 4, 23, 3),
+    "ResNet-152": (3, 8, 36, 3),
+    "ResNet-1001": (3, 4, 323, 3),
+}
+
+
+def ours(blocks: tuple[int, ...]) -> tuple[int, int, int]:
+    net = resnet_imagenet("bottleneck", 256, blocks)
+    t = net.report().totals
+    return t.legacy_params, t.legacy_flops, t.layers
+
+
+def ours_from_prototxt(text: str) -> tuple[int, int]:
+    t = analyze(parse_net(text)).totals
+    return t.legacy_params, t.legacy_flops
+
+
+def the_original_way(caffe, prototxt: str) -> tuple[int, int]:
+    net = caffe.Net(prototxt, caffe.TEST)
+    params = flops = 0
+    types = {name: layer.type for name, layer in zip(net._layer_names, net.layers)}
+    for name, blobs in net.params.items():
+        size = blobs[0].data.size
+        params += size
+        flops += size * (math.prod(net.blobs[name].data.shape[2:])
+                         if types[name] == "Convolution" else 1)
+    return params, flops
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    import caffe
+
+    caffe.set_mode_cpu()
+    print(f"{'net':<12} {'method':<44} {'median':>10}  result")
+    blocks = DEPTHS["ResNet-50"]
+    t_ours, (p, f, layers) = timed(lambda: ours(blocks), 20)
+    print(f"{'ResNet-50':<12} {'pynetbuilder: build from legos + analyse':<44} "
+          f"{t_ours * 1e3:>8.1f}ms  params {p:,} flops {f:,}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "deploy.prototxt"
+        text = to_text(resnet_imagenet("bottleneck", 256, blocks).to_proto("deploy"))
+        path.write_text(text)
+        t_parse, parsed = timed(lambda: ours_from_prototxt(path.read_text()), 20)
+        t_caffe, (cp, cf) = timed(lambda: the_original_way(caffe, str(path)), 5)
+    print(f"{'ResNet-50':<12} {'pynetbuilder: read deploy.prototxt + analyse':<44} "
+          f"{t_parse * 1e3:>8.1f}ms  params {parsed[0]:,} flops {parsed[1]:,}")
+    print(f"{'ResNet-50':<12} {'original: caffe.Net(deploy.prototxt) + sum':<44} "
+          f"{t_caffe * 1e3:>8.1f}ms  params {cp:,} flops {cf:,}")
+    assert (p, f) == (cp, cf) == parsed, "the methods disagree"
+    print(f"speed-up, same prototxt in, same figures out: {t_caffe / t_parse:.0f}x; "
+          f"building from legos as well: {t_caffe / t_ours:.0f}x\n")
+    print(f"{'net':<12} {'Caffe layers':>12} {'build+analyse':>14} {'per layer':>10}")
+    for name, blocks in DEPTHS.items():
+        t, (_, _, layers) = timed(lambda b=blocks: ours(b), 5)
+        print(f"{name:<12} {layers:>12} {t * 1e3:>12.1f}ms {t / layers * 1e6:>8.1f}us")
+
+
+if __name__ == "__main__":
+    main()
