@@ -12,7 +12,6 @@ grows linearly with depth (time per layer stays flat).
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pynetbuilder.caffe_count import legacy_counts_from_caffe  # noqa: E402
 from pynetbuilder.models import resnet_imagenet  # noqa: E402
 from pynetbuilder.report import analyze  # noqa: E402
 from pynetbuilder.schema import parse_net, to_text  # noqa: E402
@@ -45,15 +45,7 @@ def ours_from_prototxt(text: str) -> tuple[int, int]:
 
 
 def the_original_way(caffe, prototxt: str) -> tuple[int, int]:
-    net = caffe.Net(prototxt, caffe.TEST)
-    params = flops = 0
-    types = {name: layer.type for name, layer in zip(net._layer_names, net.layers)}
-    for name, blobs in net.params.items():
-        size = blobs[0].data.size
-        params += size
-        flops += size * (math.prod(net.blobs[name].data.shape[2:])
-                         if types[name] == "Convolution" else 1)
-    return params, flops
+    return legacy_counts_from_caffe(caffe.Net(prototxt, caffe.TEST))
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:

@@ -140,11 +140,11 @@ class Net:
         ``name`` is relative to the current scope.  ``phases`` defaults to the
         phases in which all bottoms exist (all phases for a layer without bottoms).
         ``inplace`` makes the layer write into its bottom (Caffe allows it for
-        BatchNorm, Scale, ReLU,
-        Dropout ...).  ``params`` land in the type's parameter message unless
-        they name a ``LayerParameter`` field.  ``overrides`` adds parameters for
-        one phase only (BatchNorm's ``use_global_stats`` in TEST).  ``shapes``
-        gives the top shapes of layers whose shape is not in the prototxt
+        BatchNorm, Scale, ReLU, Dropout ...).  ``params`` land in the type's
+        parameter message unless they name a ``LayerParameter`` field.
+        ``overrides`` adds parameters for one phase only (BatchNorm's
+        ``use_global_stats`` in TEST).  ``shapes`` gives the top shapes of layers
+        whose shape is not in the prototxt
         (a ``Data`` layer reading a database).
         """
         if isinstance(bottoms, str):
@@ -152,7 +152,7 @@ class Net:
         full = self.scoped(name)
         if not full:
             raise NetError("a layer needs a name")
-        available = frozenset(ALL_PHASES)
+        available = ALL_PHASES
         for b in bottoms:
             available &= self._producers.get(b, frozenset())
         if phases is None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_report_matches_caffe, caffe_net
 
+from pynetbuilder.caffe_count import legacy_counts_from_caffe
 from pynetbuilder.graph import prototxt_files
 from pynetbuilder.legos import ClassificationData
 from pynetbuilder.models import resnet_imagenet
@@ -62,19 +63,6 @@ def test_resnet50_exact_figures():
     assert t.macs == 3_857_973_248
 
 
-def original_complexity(net) -> tuple[int, int]:
-    """How the original pynetbuilder counted, asking Caffe: first parameter blob of each
-    layer, times the output H x W for convolutions."""
-    params = flops = 0
-    for name, blobs in net.params.items():
-        size = blobs[0].data.size
-        layer_type = net.layers[list(net._layer_names).index(name)].type
-        params += size
-        flops += size * (math.prod(net.blobs[name].data.shape[2:])
-                         if layer_type == "Convolution" else 1)
-    return params, flops
-
-
 @pytest.mark.parametrize("label,knobs,params,flops", PUBLISHED, ids=[p[0] for p in PUBLISHED])
 def test_every_shape_and_blob_equals_caffe(caffe, image_lmdb, tmp_path, label, knobs, params,
                                            flops):
@@ -83,7 +71,7 @@ def test_every_shape_and_blob_equals_caffe(caffe, image_lmdb, tmp_path, label, k
     deploy = caffe_net(caffe, files["deploy.prototxt"], "test", tmp_path, "deploy.prototxt")
     assert_report_matches_caffe(net.report("deploy"), deploy)
     # Caffe's own count, the original way, equals the published numbers too
-    caffe_params, caffe_flops = original_complexity(deploy)
+    caffe_params, caffe_flops = legacy_counts_from_caffe(deploy)
     assert (caffe_params, caffe_flops) == (net.report().totals.legacy_params,
                                            net.report().totals.legacy_flops)
     assert truncated(caffe_params / 1e6) == params and truncated(caffe_flops / 1e6) == flops

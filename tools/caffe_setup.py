@@ -360,11 +360,7 @@ def site_packages() -> Path:
 
 
 def link_into_venv(final: Path) -> None:
-    if sys.prefix == sys.base_prefix:
-        raise SetupError(
-            "run this with the project's virtual environment (.venv/bin/python), "
-            "not the system interpreter"
-        )
+    """Link the venv we run in (cmd_build checked it is one) to the cached build."""
     src = final / SOURCE_DIR_NAME
     pth = site_packages() / "pynetbuilder_caffe.pth"
     pth.write_text(f"{src / 'python'}\n")
