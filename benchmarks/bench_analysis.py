@@ -7,11 +7,17 @@ net from legos and infers every shape itself.  Both are timed here, side by side
 in one run, on ResNet-50; then our analysis alone on deeper nets, to show its cost
 grows linearly with depth (time per layer stays flat).
 
+Every timing is the median of several runs, each started after ``gc.collect()``.
+Our methods are timed before ``import caffe``: they never need it, and a process
+that has loaded Caffe (and numpy, and its Python layers) pays more for Python's
+garbage collector, which is not what a pynetbuilder user pays.
+
     .venv/bin/python benchmarks/bench_analysis.py      (make bench)
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import sys
 import tempfile
@@ -51,6 +57,7 @@ def the_original_way(caffe, prototxt: str) -> tuple[int, int]:
 def timed(fn, repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
+        gc.collect()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
@@ -58,25 +65,31 @@ def timed(fn, repeat: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    import caffe
-
-    caffe.set_mode_cpu()
-    print(f"{'net':<12} {'method':<44} {'median':>10}  result")
+    assert "caffe" not in sys.modules, "our methods are timed without Caffe loaded"
     blocks = DEPTHS["ResNet-50"]
-    t_ours, (p, f, layers) = timed(lambda: ours(blocks), 20)
+    t_ours, (p, f, layers) = timed(lambda: ours(blocks), 30)
     proto = resnet_imagenet("bottleneck", 256, blocks).to_proto("deploy")
-    t_analyse, totals = timed(lambda: analyze(proto).totals, 20)
+    t_analyse, totals = timed(lambda: analyze(proto).totals, 30)
+    depth_rows = []
+    for name, depth_blocks in DEPTHS.items():
+        t, (_, _, n_layers) = timed(lambda b=depth_blocks: ours(b), 5)
+        depth_rows.append((name, n_layers, t))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "deploy.prototxt"
+        text = to_text(resnet_imagenet("bottleneck", 256, blocks).to_proto("deploy"))
+        path.write_text(text)
+        t_parse, parsed = timed(lambda: ours_from_prototxt(path.read_text()), 30)
+
+        import caffe
+
+        caffe.set_mode_cpu()
+        t_caffe, (cp, cf) = timed(lambda: the_original_way(caffe, str(path)), 7)
+    print(f"{'net':<12} {'method':<44} {'median':>10}  result")
     print(f"{'ResNet-50':<12} {'pynetbuilder: analyse the built NetParameter':<44} "
           f"{t_analyse * 1e3:>8.1f}ms  params {totals.legacy_params:,} "
           f"flops {totals.legacy_flops:,}")
     print(f"{'ResNet-50':<12} {'pynetbuilder: build from legos + analyse':<44} "
           f"{t_ours * 1e3:>8.1f}ms  params {p:,} flops {f:,}")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "deploy.prototxt"
-        text = to_text(resnet_imagenet("bottleneck", 256, blocks).to_proto("deploy"))
-        path.write_text(text)
-        t_parse, parsed = timed(lambda: ours_from_prototxt(path.read_text()), 20)
-        t_caffe, (cp, cf) = timed(lambda: the_original_way(caffe, str(path)), 5)
     print(f"{'ResNet-50':<12} {'pynetbuilder: read deploy.prototxt + analyse':<44} "
           f"{t_parse * 1e3:>8.1f}ms  params {parsed[0]:,} flops {parsed[1]:,}")
     print(f"{'ResNet-50':<12} {'original: caffe.Net(deploy.prototxt) + sum':<44} "
@@ -86,9 +99,8 @@ def main() -> None:
           f"build from legos + analysis {t_caffe / t_ours:.0f}x, "
           f"from prototxt text {t_caffe / t_parse:.0f}x\n")
     print(f"{'net':<12} {'Caffe layers':>12} {'build+analyse':>14} {'per layer':>10}")
-    for name, blocks in DEPTHS.items():
-        t, (_, _, layers) = timed(lambda b=blocks: ours(b), 5)
-        print(f"{name:<12} {layers:>12} {t * 1e3:>12.1f}ms {t / layers * 1e6:>8.1f}us")
+    for name, n_layers, t in depth_rows:
+        print(f"{name:<12} {n_layers:>12} {t * 1e3:>12.1f}ms {t / n_layers * 1e6:>8.1f}us")
 
 
 if __name__ == "__main__":

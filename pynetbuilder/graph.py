@@ -16,14 +16,12 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pynetbuilder.errors import NetError
 from pynetbuilder.layers import Shape, UnknownShapeError, apply_rule
-from pynetbuilder.schema import caffe_pb2, layer_parameter
-
-if TYPE_CHECKING:
-    from pynetbuilder.report import Report
+from pynetbuilder.report import LayerRow, Report
+from pynetbuilder.schema import LayerTemplates, caffe_pb2, instantiate
 
 
 class Phase(StrEnum):
@@ -40,31 +38,52 @@ class Phase(StrEnum):
 
 
 ALL_PHASES = frozenset(Phase)
+_NO_PHASE: frozenset[Phase] = frozenset()
 TRAIN_TEST = frozenset({Phase.TRAIN, Phase.TEST})
 _CAFFE_PHASE = {Phase.TRAIN: caffe_pb2.TRAIN, Phase.TEST: caffe_pb2.TEST}
 
 
-@dataclass
-class LayerEntry:
-    """One layer of the graph with what it needs per phase."""
+Template = tuple[int, Any]  # (setting number, nameless LayerParameter): see LayerTemplates
 
-    proto: Any  # caffe_pb2.LayerParameter, without include rules
+
+@dataclass(eq=False, slots=True)
+class LayerEntry:
+    """One layer of the graph with what it needs per phase.
+
+    The ``LayerParameter`` of a phase is made from the layer's template when first
+    asked for; shape inference only needs the template and the bottoms' shapes.
+    """
+
+    name: str
+    type: str
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
     phases: frozenset[Phase]
-    overrides: dict[Phase, dict[str, Any]] = field(default_factory=dict)
+    template: Template
+    per_phase: dict[Phase, Template] = field(default_factory=dict)  # where a phase differs
     shapes: dict[Phase, list[Shape]] = field(default_factory=dict)
     block: str = ""
+    _protos: dict[int, Any] | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._merged: dict[Phase, Any] = {}
-        for phase, extra in self.overrides.items():
-            layer = caffe_pb2.LayerParameter()
-            layer.CopyFrom(self.proto)
-            layer.MergeFrom(layer_parameter(layer.type, layer.name, [], [], extra))
-            self._merged[phase] = layer
+    def template_for(self, phase: Phase) -> Template:
+        return self.per_phase.get(phase, self.template)
 
-    def for_phase(self, phase: Phase) -> Any:
+    def for_phase(self, phase: Phase | None) -> Any:
         """The layer as it stands in ``phase`` (shared message: copy before changing it)."""
-        return self._merged.get(phase, self.proto)
+        number, template = self.template if phase is None else self.template_for(phase)
+        if self._protos is None:
+            self._protos = {}
+        layer = self._protos.get(number)
+        if layer is None:
+            layer = self._protos[number] = instantiate(
+                template, self.name, self.bottoms, self.tops
+            )
+        return layer
+
+    @property
+    def proto(self) -> Any:
+        """The layer as in phases without an override (without include rules)."""
+        return self.for_phase(None)
 
 
 class Net:
@@ -75,12 +94,19 @@ class Net:
         self.name = name
         self.entries: list[LayerEntry] = []
         self._scope: list[str] = []
+        self._prefix = ""  # "_".join(self._scope) + "_", or "" outside any scope
         self._blocks: list[str] = []
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
+        self._merged_defaults: dict[str, dict[str, Any]] = {}  # per type, for the scopes now open
         self._producers: dict[str, frozenset[Phase]] = {}
         self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
         self._names: dict[str, frozenset[Phase]] = {}
-        self._shape_cache: dict[Phase, tuple[int, dict[str, Shape]]] = {}
+        self._templates = LayerTemplates()
+        # (setting, bottom shapes, top count, declared shapes) -> (tops, blobs, macs): a
+        # rule is a pure function of these, and nets repeat them (each BatchNorm of a stage)
+        self._costs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # per phase: how many entries are inferred, blob shapes, report rows so far
+        self._inferred: dict[Phase, tuple[int, dict[str, Shape], list[LayerRow]]] = {}
 
     # ------------------------------------------------------------ scoping
 
@@ -91,12 +117,14 @@ class Net:
             yield self.scoped("")
             return
         self._scope.append(name)
+        outer, self._prefix = self._prefix, f"{self._prefix}{name}_"
         if block:
             self._blocks.append(self.scoped(""))
         try:
             yield self.scoped("")
         finally:
             self._scope.pop()
+            self._prefix = outer
             if block:
                 self._blocks.pop()
 
@@ -104,18 +132,25 @@ class Net:
     def defaults(self, **per_type: Mapping[str, Any]) -> Iterator[None]:
         """Defaults per layer type (``Convolution={...}``) for layers added inside."""
         self._defaults.append(per_type)
+        self._merged_defaults.clear()
         try:
             yield
         finally:
             self._defaults.pop()
+            self._merged_defaults.clear()
 
     def scoped(self, name: str) -> str:
-        return "_".join([*self._scope, name] if name else self._scope)
+        """``name`` inside the current scope (the scope's own name for ``""``)."""
+        return f"{self._prefix}{name}" if name else self._prefix[:-1]
 
-    def default_params(self, layer_type: str) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for level in self._defaults:
-            merged.update(level.get(layer_type, {}))
+    def default_params(self, layer_type: str) -> Mapping[str, Any]:
+        """The defaults in force for ``layer_type`` (read-only; inner scopes win)."""
+        merged = self._merged_defaults.get(layer_type)
+        if merged is None:
+            merged = {}
+            for level in self._defaults:
+                merged.update(level.get(layer_type, {}))
+            self._merged_defaults[layer_type] = merged
         return merged
 
     # ------------------------------------------------------------ building
@@ -142,19 +177,19 @@ class Net:
         ``inplace`` makes the layer write into its bottom (Caffe allows it for
         BatchNorm, Scale, ReLU, Dropout ...).  ``params`` land in the type's
         parameter message unless they name a ``LayerParameter`` field.
-        ``overrides`` adds parameters for one phase only (BatchNorm's
-        ``use_global_stats`` in TEST).  ``shapes`` gives the top shapes of layers
-        whose shape is not in the prototxt
-        (a ``Data`` layer reading a database).
+        ``overrides`` sets parameters for one phase only (BatchNorm's
+        ``use_global_stats`` in TEST); a key there replaces the same key of
+        ``params``.  ``shapes`` gives the top shapes of layers whose shape is not
+        in the prototxt (a ``Data`` layer reading a database).
         """
         if isinstance(bottoms, str):
             bottoms = [bottoms]
-        full = self.scoped(name)
+        full = f"{self._prefix}{name}" if name else self._prefix[:-1]
         if not full:
             raise NetError("a layer needs a name")
         available = ALL_PHASES
         for b in bottoms:
-            available &= self._producers.get(b, frozenset())
+            available &= self._producers.get(b, _NO_PHASE)
         if phases is None:
             phases = available  # a layer exists where all its inputs exist
             if not phases:
@@ -171,7 +206,7 @@ class Net:
                 f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier layer "
                 f"produces in phase {', '.join(sorted(p.value for p in missing))}"
             )
-        if self._names.get(full, frozenset()) & phases:
+        if self._names.get(full, _NO_PHASE) & phases:
             raise NetError(f"two layers named {full!r} in one phase; choose another name")
         if inplace:
             if len(bottoms) != 1:
@@ -190,22 +225,28 @@ class Net:
             top_names = [full]
         else:
             top_names = [f"{full}_{i}" for i in range(ntop)]
-        merged = self.default_params(layer_type) if use_defaults else {}
-        merged.update(params)
-        proto = layer_parameter(layer_type, full, bottoms, top_names, merged)
+        merged = {**self.default_params(layer_type), **params} if use_defaults else params
+        templates = self._templates
+        per_phase: dict[Phase, Template] = {}
+        for key, extra in (overrides or {}).items():
+            per_phase[Phase.parse(key)] = templates.get(layer_type, {**merged, **extra})
         entry = LayerEntry(
-            proto=proto,
-            phases=phases,
-            overrides={Phase(k): dict(v) for k, v in (overrides or {}).items()},
-            shapes={Phase(k): list(v) for k, v in (shapes or {}).items()},
-            block=self._blocks[-1] if self._blocks else "",
+            full,
+            layer_type,
+            tuple(bottoms),
+            tuple(top_names),
+            phases,
+            templates.get(layer_type, merged),
+            per_phase,
+            {Phase.parse(k): list(v) for k, v in shapes.items()} if shapes else {},
+            self._blocks[-1] if self._blocks else "",
         )
         self.entries.append(entry)
-        self._names[full] = self._names.get(full, frozenset()) | phases
+        self._names[full] = self._names.get(full, _NO_PHASE) | phases
         for b in bottoms:
             self._readers.setdefault(b, []).append(full)
         for t in top_names:
-            self._producers[t] = self._producers.get(t, frozenset()) | phases
+            self._producers[t] = self._producers.get(t, _NO_PHASE) | phases
             self._readers[t] = []
         return top_names
 
@@ -222,14 +263,26 @@ class Net:
 
     def _infer(self, phase: Phase) -> dict[str, Shape]:
         """Incremental shape inference: only layers added since the last call."""
-        done, shapes = self._shape_cache.get(phase, (0, {}))
+        done, shapes, rows = self._inferred.get(phase, (0, {}, []))
         for i in range(done, len(self.entries)):
             entry = self.entries[i]
             if phase in entry.phases:
-                layer = entry.for_phase(phase)
-                cost = apply_rule(layer, [shapes[b] for b in layer.bottom], entry.shapes.get(phase))
-                shapes.update(zip(layer.top, cost.tops))
-            self._shape_cache[phase] = (i + 1, shapes)
+                bottoms = [shapes[b] for b in entry.bottoms]
+                declared = entry.shapes.get(phase)
+                key = (
+                    entry.template_for(phase)[0],
+                    *bottoms,
+                    len(entry.tops),
+                    None if declared is None else tuple(declared),
+                )
+                cost = self._costs.get(key)
+                if cost is None:
+                    found = apply_rule(entry.for_phase(phase), bottoms, declared)
+                    cost = self._costs[key] = (tuple(found.tops), tuple(found.blobs), found.macs)
+                shapes.update(zip(entry.tops, cost[0]))
+                rows.append(LayerRow(entry.name, entry.type, entry.bottoms, entry.tops, *cost,
+                                     entry.block))
+            self._inferred[phase] = (i + 1, shapes, rows)
         return shapes
 
     # ------------------------------------------------------------ outputs
@@ -263,22 +316,21 @@ class Net:
 
     def declared_shapes(self, phase: Phase | str) -> dict[str, list[Shape]]:
         phase = Phase.parse(phase)
-        return {e.proto.name: e.shapes[phase] for e in self.layers_in(phase) if phase in e.shapes}
+        return {e.name: e.shapes[phase] for e in self.layers_in(phase) if phase in e.shapes}
 
     def blocks(self, phase: Phase | str) -> dict[str, str]:
-        return {e.proto.name: e.block for e in self.layers_in(phase)}
+        return {e.name: e.block for e in self.layers_in(phase)}
 
     def report(self, phase: Phase | str = Phase.DEPLOY) -> Report:
-        """Shapes, parameters and MACs of every layer in ``phase``, without Caffe."""
-        from pynetbuilder.report import analyze
+        """Shapes, parameters and MACs of every layer in ``phase``, without Caffe.
 
+        The same rules as :func:`pynetbuilder.report.analyze` on ``to_proto(phase)``,
+        reusing the inference done while the net was built.
+        """
         phase = Phase.parse(phase)
-        return analyze(
-            self.to_proto(phase),
-            declared=self.declared_shapes(phase),
-            blocks=self.blocks(phase),
-            phase=phase.value,
-        )
+        shapes = self._infer(phase)
+        rows = self._inferred[phase][2]
+        return Report(name=self.name, phase=phase.value, rows=list(rows), blob_shapes=dict(shapes))
 
 
 def prototxt_files(net: Net) -> dict[str, str]:

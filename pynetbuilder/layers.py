@@ -473,7 +473,7 @@ def apply_rule(
         raise UnknownShapeError(f"layer {layer.name!r}: no shape rule for type {layer.type!r}")
     cost = fn(layer, bottoms, declared)
     for top_name, shape in zip(layer.top, cost.tops):
-        if any(d < 1 for d in shape):
+        if shape and min(shape) < 1:
             raise ShapeError(
                 f"{layer.type} layer {layer.name!r} gives {top_name!r} the shape {shape} "
                 f"from input {bottoms[0] if bottoms else ()}: the input is too small for the net"

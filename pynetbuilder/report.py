@@ -30,19 +30,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pynetbuilder.errors import NetError
-from pynetbuilder.layers import ParamBlob, Shape, apply_rule, count
+from pynetbuilder.layers import LayerCost, ParamBlob, Shape, apply_rule, count
 
 
-@dataclass
+@dataclass(slots=True)
 class LayerRow:
     name: str
     type: str
-    bottoms: list[str]
-    tops: list[str]
-    shapes: list[Shape]
-    blobs: list[ParamBlob]
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+    shapes: tuple[Shape, ...]
+    blobs: tuple[ParamBlob, ...]
     macs: int
     block: str = ""
+
+    @classmethod
+    def of(cls, layer: Any, cost: LayerCost, block: str = "") -> LayerRow:
+        """The row of a ``LayerParameter`` whose rule gave ``cost``."""
+        return cls(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
+                   tuple(cost.tops), tuple(cost.blobs), cost.macs, block)
 
     @property
     def params(self) -> int:
@@ -73,8 +79,8 @@ class LayerRow:
             "name": self.name,
             "type": self.type,
             "block": self.block,
-            "bottoms": self.bottoms,
-            "tops": self.tops,
+            "bottoms": list(self.bottoms),
+            "tops": list(self.tops),
             "output_shapes": [list(s) for s in self.shapes],
             "param_blobs": [
                 {"shape": list(b.shape), "learnable": b.learnable} for b in self.blobs
@@ -210,16 +216,5 @@ def analyze(
         cost = apply_rule(layer, bottoms, (declared or {}).get(layer.name))
         for top, shape in zip(layer.top, cost.tops):
             blob_shapes[top] = shape
-        rows.append(
-            LayerRow(
-                name=layer.name,
-                type=layer.type,
-                bottoms=list(layer.bottom),
-                tops=list(layer.top),
-                shapes=cost.tops,
-                blobs=cost.blobs,
-                macs=cost.macs,
-                block=(blocks or {}).get(layer.name, ""),
-            )
-        )
+        rows.append(LayerRow.of(layer, cost, (blocks or {}).get(layer.name, "")))
     return Report(name=net.name, phase=phase, rows=rows, blob_shapes=blob_shapes)

@@ -8,6 +8,7 @@ or a value of the wrong type fails at build time, as protobuf rejects it.
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -24,7 +25,10 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "run `make .venv` or `python tools/caffe_setup.py schema` in the source tree"
     ) from exc
 
-__all__ = ["caffe_pb2", "assign", "param_field", "layer_parameter", "to_text", "parse_net"]
+__all__ = [
+    "caffe_pb2", "assign", "param_field", "layer_parameter", "LayerTemplates",
+    "instantiate", "to_text", "parse_net",
+]
 
 
 @cache
@@ -74,12 +78,36 @@ def assign(message: Message, values: Mapping[str, Any]) -> Message:
                     _assign_message(target.add(), item)
             else:
                 _assign_message(target, value)
-        elif repeated:
-            items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-            getattr(message, key).extend(_enum_value(field, v) for v in items)
         else:
-            setattr(message, key, _enum_value(field, value))
+            try:
+                if repeated:
+                    scalar = isinstance(value, str) or not isinstance(value, Sequence)
+                    items = [value] if scalar else value
+                    getattr(message, key).extend(_enum_value(field, v) for v in items)
+                else:
+                    setattr(message, key, _enum_value(field, value))
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, ValueError) and field.enum_type is not None:
+                    raise
+                raise TypeError(
+                    f"{message.DESCRIPTOR.name}.{key} takes {_TYPE_NAMES[field.type]}"
+                    f"{' values' if repeated else ''}, not {value!r}"
+                ) from None
     return message
+
+
+_TYPE_NAMES = {
+    FieldDescriptor.TYPE_BOOL: "a bool",
+    FieldDescriptor.TYPE_STRING: "a string",
+    FieldDescriptor.TYPE_BYTES: "bytes",
+    FieldDescriptor.TYPE_FLOAT: "a number",
+    FieldDescriptor.TYPE_DOUBLE: "a number",
+    FieldDescriptor.TYPE_ENUM: "an enum name or number",
+    FieldDescriptor.TYPE_INT32: "an integer",
+    FieldDescriptor.TYPE_INT64: "an integer",
+    FieldDescriptor.TYPE_UINT32: "a non-negative integer",
+    FieldDescriptor.TYPE_UINT64: "a non-negative integer",
+}
 
 
 def _assign_message(target: Message, value: Any) -> None:
@@ -99,6 +127,44 @@ def _enum_value(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
+@cache
+def _fields(descriptor: Any) -> dict[str, tuple[bool, Any]]:
+    """Field name -> (repeated, message descriptor or None), per message type."""
+    return {f.name: (f.is_repeated, f.message_type) for f in descriptor.fields}
+
+
+def _constructor_args(descriptor: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as keyword arguments of the message's constructor (C-fast).
+
+    A scalar given for a repeated field becomes a one-element list.  Raises
+    ``KeyError`` on an unknown name, so the caller can fall back to :func:`assign`
+    and its clear message.
+    """
+    fields = _fields(descriptor)
+    args: dict[str, Any] = {}
+    for key, value in values.items():
+        repeated, message_type = fields[key]
+        if message_type is not None:
+            if repeated:
+                items = value if isinstance(value, Sequence) else [value]
+                args[key] = [
+                    v if isinstance(v, Message) else _constructor_args(message_type, v)
+                    for v in items
+                ]
+            else:
+                args[key] = (
+                    value if isinstance(value, Message) else _constructor_args(message_type, value)
+                )
+        elif repeated and (isinstance(value, str) or not isinstance(value, Sequence)):
+            args[key] = [value]
+        else:
+            args[key] = value
+    return args
+
+
+_TOP_LEVEL = frozenset(caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name)
+
+
 def layer_parameter(
     layer_type: str,
     name: str,
@@ -113,24 +179,69 @@ def layer_parameter(
     into the type's own parameter message (``convolution_param`` for
     ``Convolution``), where protobuf rejects a misspelt one.
     """
+    top_level: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        (top_level if key in _TOP_LEVEL else own)[key] = value
+    field = param_field(layer_type) if own else None
+    if own and field is None:
+        raise AttributeError(
+            f"layer type {layer_type!r} has no parameter message; "
+            f"unexpected arguments: {', '.join(sorted(own))}"
+        )
+    if field is None or field not in top_level:
+        try:
+            args = _constructor_args(
+                caffe_pb2.LayerParameter.DESCRIPTOR,
+                {**top_level, field: own} if field else top_level,
+            )
+            return caffe_pb2.LayerParameter(
+                name=name, type=layer_type, bottom=bottoms, top=tops, **args
+            )
+        except (KeyError, TypeError, ValueError):
+            pass  # the slow path below names the offending field and what it accepts
     layer = caffe_pb2.LayerParameter(name=name, type=layer_type)
     layer.bottom.extend(bottoms)
     layer.top.extend(tops)
-    top_level = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
-    own: dict[str, Any] = {}
-    for key, value in (params or {}).items():
-        if key in top_level:
-            assign(layer, {key: value})
-        else:
-            own[key] = value
-    if own:
-        field = param_field(layer_type)
-        if field is None:
-            raise AttributeError(
-                f"layer type {layer_type!r} has no parameter message; "
-                f"unexpected arguments: {', '.join(sorted(own))}"
-            )
+    assign(layer, top_level)
+    if field is not None:
         assign(getattr(layer, field), own)
+    return layer
+
+
+class LayerTemplates:
+    """:func:`layer_parameter` with a memory: a net repeats a few layer settings many
+    times (every BatchNorm alike, most convolutions alike), so each distinct setting
+    is built and checked once, and :func:`instantiate` names a copy.  A template's
+    number identifies its setting (equal numbers, equal settings).  One per net;
+    nothing is shared between nets.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, Any], tuple[int, Message]] = {}
+
+    def get(self, layer_type: str, params: Mapping[str, Any]) -> tuple[int, Message]:
+        """``(number, template)`` for a layer type and its parameters (nameless, unwired)."""
+        try:  # marshal is a fast, exact (invertible) key for plain data
+            key: tuple[str, Any] = (layer_type, marshal.dumps(params))
+        except ValueError:  # a protobuf message among the values
+            key = (layer_type, repr(params))
+        found = self._by_key.get(key)
+        if found is None:
+            template = layer_parameter(layer_type, "", [], [], params)
+            found = self._by_key[key] = (len(self._by_key), template)
+        return found
+
+
+def instantiate(
+    template: Message, name: str, bottoms: Sequence[str], tops: Sequence[str]
+) -> Message:
+    """A copy of a template layer with its name and blobs filled in."""
+    layer = caffe_pb2.LayerParameter()
+    layer.CopyFrom(template)
+    layer.name = name
+    layer.bottom.extend(bottoms)
+    layer.top.extend(tops)
     return layer
 
 

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from pynetbuilder import Net
 from pynetbuilder.graph import ALL_PHASES
 from pynetbuilder.legos import ConvBNReLU, InnerProduct, Input, Pool, SoftmaxWithLoss
-from pynetbuilder.schema import caffe_pb2, to_text
+from pynetbuilder.schema import assign, caffe_pb2, layer_parameter, param_field, to_text
 
 sys.path.insert(0, str(ROOT / "tools"))
 import caffe_setup  # noqa: E402
@@ -67,6 +67,51 @@ def test_misspelt_field_fails_at_build_time():
     Input("data", [(1, 3, 8, 8)])(net)
     with pytest.raises(AttributeError, match="num_outputs"):
         net.layer("Convolution", "data", name="c", num_outputs=3, kernel_size=3)
+
+
+@pytest.mark.parametrize(
+    "layer_type, params",
+    [
+        ("Convolution", {"num_output": 8, "kernel_size": 3, "stride": [2], "pad_h": 1,
+                         "pad_w": 0, "weight_filler": {"type": "msra"},
+                         "param": [{"lr_mult": 1}, {"lr_mult": 2, "decay_mult": 0}]}),
+        ("Pooling", {"pool": "AVE", "global_pooling": True}),
+        ("BatchNorm", {"param": {"lr_mult": 0}, "include": [{"phase": "TEST"}]}),
+        ("Scale", {"bias_term": True, "filler": {"type": "constant", "value": 1.0},
+                   "loss_weight": 0.5}),
+        ("Reshape", {"shape": {"dim": [0, -1]}}),
+        ("Convolution", {"convolution_param": {"num_output": 4}, "kernel_size": 1}),
+    ],
+)
+def test_fast_layer_builder_equals_field_by_field_assignment(layer_type, params):
+    """``layer_parameter`` builds through the message constructor; the result must be
+    the message that setting each field in turn gives."""
+
+    fast = layer_parameter(layer_type, "l", ["a"], ["b"], params)
+    slow = caffe_pb2.LayerParameter(name="l", type=layer_type, bottom=["a"], top=["b"])
+    top = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    assign(slow, {k: v for k, v in params.items() if k in top})
+    own = {k: v for k, v in params.items() if k not in top}
+    if own:
+        assign(getattr(slow, param_field(layer_type)), own)
+    assert fast == slow
+    assert fast.SerializeToString(deterministic=True) == slow.SerializeToString(
+        deterministic=True
+    )
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"pool": "MAXX"}, "pool must be one of MAX, AVE, STOCHASTIC, not 'MAXX'"),
+        ({"kernel_size": "three"},
+         "PoolingParameter.kernel_size takes a non-negative integer, not .three."),
+        ({"pooling": 3}, "PoolingParameter has no field 'pooling'"),
+    ],
+)
+def test_bad_values_are_named(params, message):
+    with pytest.raises((AttributeError, ValueError, TypeError), match=message):
+        layer_parameter("Pooling", "p", ["a"], ["b"], params)
 
 
 def test_schema_only_module_and_full_build_parse_identically(caffe):

@@ -64,3 +64,23 @@ def test_layers_follow_the_phases_of_their_inputs():
     net.layer("ReLU", "data", name="r")
     assert net.to_proto("train").layer == []
     assert [layer.name for layer in net.to_proto("deploy").layer] == ["data", "r"]
+
+
+def test_report_while_building_equals_analysing_the_written_net():
+    """``Net.report`` reuses the inference done during the build; it must give what
+    analysing the emitted NetParameter from scratch gives, in every phase."""
+    from pynetbuilder.models import resnet_imagenet
+    from pynetbuilder.report import analyze
+
+    net = resnet_imagenet("inception_trick_bottleneck", 128, (1, 2, 1, 1), fc_layers=True)
+    for phase in ("train", "test", "deploy"):
+        ours = net.report(phase)
+        fresh = analyze(
+            net.to_proto(phase),
+            declared=net.declared_shapes(phase),
+            blocks=net.blocks(phase),
+            phase=phase,
+        )
+        assert ours.rows == fresh.rows
+        assert ours.blob_shapes == fresh.blob_shapes
+        assert ours.totals == fresh.totals
