@@ -38,6 +38,6 @@ setup(
         "graphviz>=0.20",
         "jinja2>=3.1",
     ],
-    entry_points={"console_scripts": ["pynetbuilder=pynetbuilder.cli:main"]},
+    entry_points={"console_scripts": ["pynetbuilder=pynetbuilder.commands:main"]},
     cmdclass={"build_py": BuildPyWithSchema},
 )

@@ -38,20 +38,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_data_flags(parser: argparse.ArgumentParser, *, crop: int = 224) -> None:
+def add_data_flags(parser: argparse.ArgumentParser, dataset: str = "imagenet") -> None:
+    """Flags of the train/test data layers, with ``dataset``'s defaults (cifar, imagenet)."""
+    from pynetbuilder.models.datasets import default_data
+
+    d = default_data(dataset)
     g = parser.add_argument_group("data (train/test nets read a Caffe database)")
-    g.add_argument("--train_source", default="data/imagenet/train_lmdb",
+    g.add_argument("--train_source", default=d.train_source,
                    help="training database folder (default: %(default)s)")
-    g.add_argument("--test_source", default="data/imagenet/val_lmdb",
+    g.add_argument("--test_source", default=d.test_source,
                    help="validation database folder (default: %(default)s)")
-    g.add_argument("--backend", default="LMDB", choices=BACKENDS, help="database kind")
-    g.add_argument("--batch_size", type=positive_int, default=32,
+    g.add_argument("--backend", default=d.backend, choices=BACKENDS, help="database kind")
+    g.add_argument("--batch_size", type=positive_int, default=d.batch_size,
                    help="training batch size (default: %(default)s)")
-    g.add_argument("--test_batch_size", type=positive_int, default=25,
+    g.add_argument("--test_batch_size", type=positive_int, default=d.test_batch_size,
                    help="test batch size (default: %(default)s)")
-    g.add_argument("--crop_size", type=positive_int, default=crop,
+    g.add_argument("--crop_size", type=positive_int, default=d.crop_size,
                    help="random crop (train) / centre crop (test) size (default: %(default)s)")
-    g.add_argument("--mean", default="104,117,123",
+    g.add_argument("--mean", default=",".join(f"{v:g}" for v in d.mean_values or ()),
                    help="per-channel mean values in BGR order, or a mean.binaryproto file "
                    "(default: %(default)s)")
 
@@ -118,13 +122,4 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
             exc = f"cannot write {exc.filename}: {exc.strerror} (nothing was written)"
         print(f"{name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``pynetbuilder``: the registry command arrives with the model zoo."""
-    parser = Parser(prog="pynetbuilder", description=__doc__)
-    parser.add_argument("--version", action="version", version="pynetbuilder 0.1.0")
-    parser.parse_args(argv)
-    parser.print_help()
     return 0

@@ -10,7 +10,8 @@ Conventions (see README "Conventions"):
 - ``macs`` counts multiply-accumulates of Convolution, Deconvolution and
   InnerProduct only; every other layer has 0.
 - a parameter blob is learnable unless it holds BatchNorm statistics
-  (mean, variance, moving-average factor).
+  (mean, variance, moving-average factor) or its ``param { lr_mult: 0 }`` fixes
+  it (a fixed blur or space-to-depth convolution); Caffe never updates those.
 
 Adding a layer type is one function decorated with ``@rule("Type")``.
 """
@@ -472,6 +473,11 @@ def apply_rule(
     if fn is None:
         raise UnknownShapeError(f"layer {layer.name!r}: no shape rule for type {layer.type!r}")
     cost = fn(layer, bottoms, declared)
+    if layer.param:  # a blob whose ParamSpec says lr_mult: 0 is fixed, not learnt
+        fixed = {i for i, spec in enumerate(layer.param) if spec.lr_mult == 0}
+        cost.blobs = [
+            ParamBlob(b.shape, False) if i in fixed else b for i, b in enumerate(cost.blobs)
+        ]
     for top_name, shape in zip(layer.top, cost.tops):
         if shape and min(shape) < 1:
             raise ShapeError(

@@ -4,9 +4,9 @@ Conventions (also in README.md):
 
 ``params``
     learnable parameters: every parameter blob Caffe allocates except BatchNorm's
-    statistics (mean, variance, moving-average factor).  Convolution and
-    InnerProduct weights and biases, Scale's scale and shift (the BN affine
-    part), PReLU slopes ...
+    statistics (mean, variance, moving-average factor) and blobs fixed with
+    ``lr_mult: 0``.  Convolution and InnerProduct weights and biases, Scale's
+    scale and shift (the BN affine part), PReLU slopes ...
 ``macs``
     multiply-accumulates of Convolution, Deconvolution and InnerProduct layers,
     for the batch size of the analysed net (the deploy net has batch 1).

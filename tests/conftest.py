@@ -83,6 +83,52 @@ def assert_report_matches_caffe(report, net) -> None:
             assert row.name in net.params, row.name
 
 
+@pytest.fixture(scope="session")
+def cifar_lmdb(tmp_path_factory) -> tuple[Path, Path]:
+    """Train and test LMDBs of 3x32x32 random images with labels 0..9 (CIFAR-sized)."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path_factory.mktemp("cifar_lmdb")
+    dbs = []
+    for name in ("train", "test"):
+        images = rng.integers(0, 256, size=(10, 3, 32, 32), dtype=np.uint8)
+        dbs.append(write_lmdb(folder / name, images, np.arange(10)))
+    return dbs[0], dbs[1]
+
+
+def small_data(dbs: tuple[Path, Path], dataset: str):
+    """The data lego of a family's test: batch 2 from the fixture databases."""
+    from pynetbuilder.legos import ClassificationData
+    from pynetbuilder.models.datasets import INPUT_SIZE
+
+    return ClassificationData(str(dbs[0]), str(dbs[1]), batch_size=2, test_batch_size=2,
+                              crop_size=INPUT_SIZE[dataset])
+
+
+def check_in_caffe(caffe, net, tmp_path: Path) -> None:
+    """The zoo's proof 1: real Caffe builds the train, test and deploy nets; every blob
+    shape and parameter blob size equals our inference; the train net runs forward
+    and backward (on the random images of the fixture databases) with a finite loss
+    and gradients that reach the first layer."""
+    from pynetbuilder.graph import prototxt_files
+
+    files = prototxt_files(net)
+    deploy = caffe_net(caffe, files["deploy.prototxt"], "test", tmp_path, "deploy.prototxt")
+    assert_report_matches_caffe(net.report("deploy"), deploy)
+    del deploy
+    test = caffe_net(caffe, files["test.prototxt"], "test", tmp_path, "test.prototxt")
+    assert_report_matches_caffe(net.report("test"), test)
+    test.forward()
+    del test
+    train = caffe_net(caffe, files["train.prototxt"], "train", tmp_path, "train.prototxt")
+    assert_report_matches_caffe(net.report("train"), train)
+    out = train.forward()
+    assert np.isfinite(float(out["loss"])), out
+    train.backward()
+    first = next(iter(train.params.values()))[0].diff
+    assert np.abs(first).sum() > 0, "no gradient reached the first layer"
+    del train
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)

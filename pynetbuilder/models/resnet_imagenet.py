@@ -14,7 +14,7 @@ stands wherever the shape changes), then the head:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Literal
 
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
@@ -37,22 +37,29 @@ def _check_positive(knob: str, value: object) -> None:
 
 
 def resnet_imagenet(
-    main_branch: str = "bottleneck",
+    main_branch: Literal[
+        "normal", "bottleneck", "inception_trick", "inception_trick_bottleneck"
+    ] = "bottleneck",
     num_output_stage1: int = 128,
-    blocks: Sequence[int] = (3, 4, 6, 3),
+    blocks: tuple[int, ...] = (3, 4, 6, 3),
     fc_layers: bool = False,
     num_classes: int = 1000,
+    *,
     data: ClassificationData | None = None,
     name: str | None = None,
 ) -> Net:
-    """Build an ImageNet ResNet (ResNet-50: ``bottleneck``, 256, (3, 4, 6, 3))."""
+    """ImageNet ResNet of the original build_resnet app (ResNet-50: bottleneck, 256, 3 4 6 3).
+
+    ``num_output_stage1`` is the output width of stage 1 (doubling per stage),
+    ``blocks`` the blocks per stage, ``fc_layers`` the original's 4k head.
+    """
     if main_branch not in MAIN_BRANCHES:
         raise UsageError(
             f"main_branch {main_branch!r} is unknown; allowed: {', '.join(MAIN_BRANCHES)}"
         )
     _check_positive("num_output_stage1", num_output_stage1)
     _check_positive("num_classes", num_classes)
-    blocks = list(blocks)
+    blocks = tuple(blocks)
     if len(blocks) != 4:
         raise UsageError(f"blocks needs 4 numbers (one per stage), got {len(blocks)}")
     for b in blocks:

@@ -1,0 +1,47 @@
+"""``pynetbuilder COMMAND ...``: one module per command in this package.
+
+Every command follows :mod:`pynetbuilder.cli`'s rules: bad input is one line
+``pynetbuilder: error: ...`` with exit status 2, and nothing is written unless all
+of it can be.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from pynetbuilder.cli import EXIT_USAGE, run
+from pynetbuilder.commands import build
+
+VERSION = "0.2.0"
+
+# name -> (one-line help, main(argv) -> None)
+COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], None]]] = {
+    "build": ("write train/test/deploy prototxt and the report of a model", build.main),
+    "list": ("list the model families, their knobs and reference configurations",
+             build.list_main),
+}
+
+
+def usage() -> str:
+    lines = ["usage: pynetbuilder COMMAND [ARGS ...]   (pynetbuilder COMMAND --help)", "",
+             "commands:"]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}}  {text}" for name, (text, _) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else EXIT_USAGE
+    if args[0] == "--version":
+        print(f"pynetbuilder {VERSION}")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"pynetbuilder: error: unknown command {args[0]!r}; commands: "
+              f"{', '.join(COMMANDS)}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(command[1], args[1:], prog="pynetbuilder")

@@ -1,0 +1,182 @@
+"""The model registry: each family is a plain function whose keyword arguments are its knobs.
+
+A family function looks like::
+
+    def resnet(depth: int = 110, block_type: Literal["basic", "bottleneck"] = "basic",
+               initial_channels: int = 16, num_classes: int = 10,
+               *, data: ClassificationData | None = None) -> Net
+
+Every parameter before the ``*`` is a knob; its annotation says what it accepts
+(``int``, ``float``, ``bool``, ``str``, ``Literal[...]`` choices, ``tuple[int, ...]``
+lists) and :func:`build` checks the type before calling the function, which checks
+ranges and formulas itself (raising :class:`KnobError`).  ``data`` is the data
+lego of the train/test nets; ``None`` means the family's dataset default.
+
+The registry is a constant built from :data:`pynetbuilder.models.FAMILIES`; nothing
+registers itself at import time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pynetbuilder.errors import UsageError
+from pynetbuilder.graph import Net
+
+DATASETS = ("cifar", "imagenet")
+
+
+class KnobError(UsageError):
+    """A knob value out of what the family accepts: names the knob and what it accepts."""
+
+    def __init__(self, knob: str, accepts: str, got: Any):
+        self.knob, self.accepts, self.got = knob, accepts, got
+        super().__init__(f"knob {knob} accepts {accepts}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    kind: Any  # int, float, bool, str, a Literal[...] or tuple[int, ...]
+    default: Any
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        return typing.get_args(self.kind) if typing.get_origin(self.kind) is Literal else None
+
+    @property
+    def is_list(self) -> bool:
+        return typing.get_origin(self.kind) is tuple
+
+    @property
+    def element(self) -> type:
+        """The type of a value (of each item for a list knob)."""
+        if self.choices is not None:
+            return type(self.choices[0])
+        if self.is_list:
+            return typing.get_args(self.kind)[0]
+        return self.kind
+
+    def describe(self) -> str:
+        """What the knob accepts, in words."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        if self.is_list:
+            return f"a list of {words[self.element].split(' ', 1)[1]}s"
+        return words[self.kind]
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it has the knob's type (a list knob also takes a list); else KnobError."""
+        if self.choices is not None:
+            if value not in self.choices:
+                raise KnobError(self.name, self.describe(), value)
+            return value
+        if self.is_list:
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise KnobError(self.name, self.describe(), value)
+            return tuple(self._scalar(v, value) for v in value)
+        return self._scalar(value, value)
+
+    def _scalar(self, value: Any, whole: Any) -> Any:
+        kind = self.element
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise KnobError(self.name, self.describe(), whole)
+        return value
+
+    def parse(self, text: str) -> Any:
+        """A command-line word as the knob's value (one item of a list knob)."""
+        kind = self.element
+        try:
+            if kind is bool:
+                lowered = text.lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return lowered in ("true", "1", "yes")
+            return kind(text)
+        except ValueError:
+            raise KnobError(self.name, self.describe(), text) from None
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family: its function, its knobs and its named configurations."""
+
+    name: str
+    function: Callable[..., Net]
+    dataset: str  # "cifar" (32x32) or "imagenet" (224x224)
+    references: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, not {self.dataset!r}")
+        for label, knobs in self.references.items():
+            unknown = set(knobs) - set(self.knobs)
+            if unknown:
+                raise ValueError(f"{self.name} reference {label} has unknown knobs {unknown}")
+
+    @property
+    def knobs(self) -> dict[str, Knob]:
+        hints = typing.get_type_hints(self.function)
+        return {
+            p.name: Knob(p.name, hints[p.name], p.default)
+            for p in inspect.signature(self.function).parameters.values()
+            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        }
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.function) or ""
+        return doc.split("\n\n")[0].replace("\n", " ")
+
+    def build(self, data: Any = None, **knobs: Any) -> Net:
+        """Check every knob's name and type, then build the net."""
+        allowed = self.knobs
+        checked = {}
+        try:
+            for name, value in knobs.items():
+                if name not in allowed:
+                    raise UsageError(
+                        f"{self.name} has no knob {name!r}; its knobs: {', '.join(allowed)}"
+                    )
+                checked[name] = allowed[name].check(value)
+            return self.function(**checked, data=data)
+        except KnobError as exc:
+            raise UsageError(f"{self.name}: {exc}") from None
+
+
+class Registry:
+    """Families by name (read-only after construction)."""
+
+    def __init__(self, families: builtins.list[Family]):
+        self._families = {f.name: f for f in families}
+        if len(self._families) != len(families):
+            raise ValueError("two families share a name")
+
+    def names(self) -> builtins.list[str]:
+        return sorted(self._families)
+
+    def __getitem__(self, name: str) -> Family:
+        try:
+            return self._families[name]
+        except KeyError:
+            raise UsageError(
+                f"unknown model {name!r}; known models: {', '.join(self.names())}"
+            ) from None
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of families
+        return iter(self._families[n] for n in self.names())
+
+
+def require(condition: bool, knob: str, accepts: str, got: Any) -> None:
+    """Raise :class:`KnobError` unless ``condition``: for range and formula checks."""
+    if not condition:
+        raise KnobError(knob, accepts, got)
