@@ -9,6 +9,7 @@ family's dataset defaults (CIFAR 32x32 or ImageNet 224x224).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from pynetbuilder.cli import Parser, add_data_flags, add_output_flags, data_from_args, emit
@@ -85,6 +86,14 @@ def main(argv: Sequence[str], *, family_name: str | None = None, prog: str | Non
         )
     net = family.build(data=data_from_args(args), **knob_values(family, args))
     emit(net, args)
+
+
+def app(family_name: str, prog: str) -> int:
+    """The whole of a thin per-family script under ``apps/``: ``sys.exit(app("vgg", ...))``."""
+    from pynetbuilder.cli import run
+
+    return run(lambda argv: main(argv or [], family_name=family_name, prog=prog),
+               sys.argv[1:], prog=prog)
 
 
 def list_main(argv: Sequence[str]) -> None:

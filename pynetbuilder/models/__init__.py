@@ -1,46 +1,34 @@
 """Known architecture families, as plain functions of explicit knobs, and their registry.
 
 ``build(name, **knobs)`` returns the lego-built :class:`~pynetbuilder.Net`;
-``list()`` names every family.  The families and their named reference
-configurations are listed in :data:`FAMILIES` (see ``registry.py`` for the rules
-a family function follows).
+``list()`` names every family.  Each module of this package that defines a
+``FAMILIES`` list of :class:`Family` (function, dataset, named reference
+configurations) contributes those families; ``registry.py`` has the rules a
+family function follows.
 """
 
 from __future__ import annotations
 
 import builtins
+import importlib
+import pkgutil
 from typing import Any
 
 from pynetbuilder.graph import Net
 from pynetbuilder.models.registry import Family, KnobError, Registry
 from pynetbuilder.models.resnet_imagenet import resnet_imagenet
 
-FAMILIES = Registry(
-    [
-        Family(
-            "resnet_imagenet",
-            resnet_imagenet,
-            "imagenet",
-            {
-                "ResNet-50": {"main_branch": "bottleneck", "num_output_stage1": 256},
-                "ResNet-101": {
-                    "main_branch": "bottleneck", "num_output_stage1": 256,
-                    "blocks": (3, 4, 23, 3),
-                },
-                "ResNet-152": {
-                    "main_branch": "bottleneck", "num_output_stage1": 256,
-                    "blocks": (3, 8, 36, 3),
-                },
-                "ResNet-18": {
-                    "main_branch": "normal", "num_output_stage1": 64, "blocks": (2, 2, 2, 2),
-                },
-                "ResNet-34": {
-                    "main_branch": "normal", "num_output_stage1": 64, "blocks": (3, 4, 6, 3),
-                },
-            },
-        ),
-    ]
-)
+
+def _discover() -> builtins.list[Family]:
+    """Every ``FAMILIES`` list of a module in this package, in module-name order."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found.extend(getattr(module, "FAMILIES", []))
+    return found
+
+
+FAMILIES = Registry(_discover())
 
 
 def build(name: str, data: Any = None, **knobs: Any) -> Net:

@@ -29,6 +29,7 @@ from pynetbuilder.legos import (
     ShortcutLego,
 )
 from pynetbuilder.models.heads import classification_outputs
+from pynetbuilder.models.registry import Family
 
 
 def _check_positive(knob: str, value: object) -> None:
@@ -94,3 +95,23 @@ def resnet_imagenet(
         logits = InnerProduct("fc_classifier", num_classes)(net, x)
     classification_outputs(net, logits, label)
     return net
+
+
+FAMILIES = [
+    Family(
+        "resnet_imagenet",
+        resnet_imagenet,
+        "imagenet",
+        {
+            "ResNet-18": {"main_branch": "normal", "num_output_stage1": 64,
+                          "blocks": (2, 2, 2, 2)},
+            "ResNet-34": {"main_branch": "normal", "num_output_stage1": 64,
+                          "blocks": (3, 4, 6, 3)},
+            "ResNet-50": {"main_branch": "bottleneck", "num_output_stage1": 256},
+            "ResNet-101": {"main_branch": "bottleneck", "num_output_stage1": 256,
+                           "blocks": (3, 4, 23, 3)},
+            "ResNet-152": {"main_branch": "bottleneck", "num_output_stage1": 256,
+                           "blocks": (3, 8, 36, 3)},
+        },
+    ),
+]
