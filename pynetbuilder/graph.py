@@ -227,16 +227,19 @@ class Net:
             top_names = [f"{full}_{i}" for i in range(ntop)]
         merged = {**self.default_params(layer_type), **params} if use_defaults else params
         templates = self._templates
+        base = templates.get(layer_type, merged)
         per_phase: dict[Phase, Template] = {}
-        for key, extra in (overrides or {}).items():
-            per_phase[Phase.parse(key)] = templates.get(layer_type, {**merged, **extra})
+        if overrides:
+            for key, extra in overrides.items():
+                phase = key if type(key) is Phase else Phase.parse(key)
+                per_phase[phase] = templates.derive(base, layer_type, merged, extra)
         entry = LayerEntry(
             full,
             layer_type,
             tuple(bottoms),
             tuple(top_names),
             phases,
-            templates.get(layer_type, merged),
+            base,
             per_phase,
             {Phase.parse(k): list(v) for k, v in shapes.items()} if shapes else {},
             self._blocks[-1] if self._blocks else "",

@@ -28,14 +28,14 @@ from pynetbuilder.errors import ShapeError
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParamBlob:
     shape: Shape
     learnable: bool = True
+    size: int = field(init=False, compare=False, repr=False)  # elements
 
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", math.prod(self.shape))
 
 
 @dataclass
@@ -128,11 +128,20 @@ def _external(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None
 # ---------------------------------------------------------------- convolution
 
 
+# (field for height, field for width, field for one value) per geometry name
+_SPATIAL_FIELDS = {
+    "kernel": ("kernel_h", "kernel_w", "kernel_size"),
+    "stride": ("stride_h", "stride_w", "stride"),
+    "pad": ("pad_h", "pad_w", "pad"),
+    "dilation": (None, None, "dilation"),
+}
+
+
 def _spatial(p: Any, name: str, default: int, nd: int = 2) -> tuple[int, ...]:
     """Caffe's kernel/stride/pad/dilation lookup: ``x_h``/``x_w``, else ``x`` (repeated or not)."""
-    if name != "dilation" and (p.HasField(f"{name}_h") or p.HasField(f"{name}_w")):
-        return (getattr(p, f"{name}_h"), getattr(p, f"{name}_w"))
-    field_name = "kernel_size" if name == "kernel" else name
+    h_field, w_field, field_name = _SPATIAL_FIELDS[name]
+    if h_field is not None and (p.HasField(h_field) or p.HasField(w_field)):
+        return (getattr(p, h_field), getattr(p, w_field))
     value = getattr(p, field_name)
     if isinstance(value, int):
         values = [value] if p.HasField(field_name) else []
@@ -430,6 +439,27 @@ def _crop(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) ->
     axis = _axis(layer.crop_param.axis, len(bottoms[0]))
     a, ref = bottoms[0], bottoms[1]
     return LayerCost([(*a[:axis], *ref[axis:])])
+
+
+# Python layers shipped in pynetbuilder.caffe_layers whose shapes follow from their bottoms.
+_SAME_SHAPE_PYTHON_LAYERS = frozenset({("pynetbuilder.caffe_layers.shake_shake", "ShakeShake")})
+
+
+@rule("Python")  # replaces the declared-shapes rule above for "Python", then falls back to it
+def _python(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """pynetbuilder's own Python layers by their shape; any other from its declared shapes.
+
+    ``ShakeShake`` mixes two bottoms of one shape into a top of that shape.
+    """
+    p = layer.python_param
+    if (p.module, p.layer) not in _SAME_SHAPE_PYTHON_LAYERS:
+        return _external(layer, bottoms, declared)
+    if len(bottoms) != 2 or bottoms[0] != bottoms[1]:
+        raise ShapeError(
+            f"Python layer {layer.name!r} ({p.layer}) needs two inputs of one shape, got "
+            + ", ".join(str(b) for b in bottoms)
+        )
+    return LayerCost([bottoms[0]])
 
 
 # ---------------------------------------------------------------- losses / outputs

@@ -112,14 +112,14 @@ class Report:
 
     @property
     def totals(self) -> Totals:
-        return Totals(
-            params=sum(r.params for r in self.rows),
-            macs=sum(r.macs for r in self.rows),
-            activations=sum(r.activations for r in self.rows),
-            layers=len(self.rows),
-            legacy_params=sum(r.legacy_params for r in self.rows),
-            legacy_flops=sum(r.legacy_flops for r in self.rows),
-        )
+        params = macs = activations = legacy_params = legacy_flops = 0
+        for r in self.rows:  # one pass: the per-row properties, summed
+            params += r.params
+            macs += r.macs
+            activations += r.activations
+            legacy_params += r.legacy_params
+            legacy_flops += r.legacy_flops
+        return Totals(params, macs, activations, len(self.rows), legacy_params, legacy_flops)
 
     def legacy_lines(self) -> str:
         """The two lines the original tool printed (values in millions)."""

@@ -219,6 +219,7 @@ class LayerTemplates:
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, Any], tuple[int, Message]] = {}
+        self._derived: dict[tuple[Any, ...], tuple[int, Message]] = {}
 
     def get(self, layer_type: str, params: Mapping[str, Any]) -> tuple[int, Message]:
         """``(number, template)`` for a layer type and its parameters (nameless, unwired)."""
@@ -230,6 +231,21 @@ class LayerTemplates:
         if found is None:
             template = layer_parameter(layer_type, "", [], [], params)
             found = self._by_key[key] = (len(self._by_key), template)
+        return found
+
+    def derive(
+        self, base: tuple[int, Message], layer_type: str, params: Mapping[str, Any],
+        extra: Mapping[str, Any],
+    ) -> tuple[int, Message]:
+        """The template of ``params`` with ``extra``'s keys replacing theirs (a phase's
+        override), where ``base`` is ``get(layer_type, params)``."""
+        try:
+            key: tuple[Any, ...] = (base[0], marshal.dumps(extra))
+        except ValueError:
+            key = (base[0], repr(extra))
+        found = self._derived.get(key)
+        if found is None:
+            found = self._derived[key] = self.get(layer_type, {**params, **extra})
         return found
 
 

@@ -69,14 +69,22 @@ class Conv(LayerLego):
             raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
         if group < 1 or num_output % group:
             raise UsageError(f"{name}: group {group} must divide num_output {num_output}")
-        kh, kw = _pair(kernel, "kernel")
-        if pad is None:
-            pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+        if type(kernel) is int and type(stride) is int and (pad is None or type(pad) is int):
+            # the common square case, without the general pair handling below
+            if kernel < 1 or stride < 1 or (pad is not None and pad < 0):
+                raise UsageError(f"{name}: kernel and stride must be >= 1 and pad >= 0, got "
+                                 f"kernel {kernel!r}, stride {stride!r}, pad {pad!r}")
+            geometry = {"kernel_size": kernel, "stride": stride,
+                        "pad": dilation * (kernel - 1) // 2 if pad is None else pad}
+        else:
+            kh, kw = _pair(kernel, "kernel")
+            if pad is None:
+                pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+            geometry = {**_geometry("kernel", kernel, 1), **_geometry("stride", stride, 1),
+                        **_geometry("pad", pad, 0)}
         params: dict[str, Any] = {
             "num_output": num_output,
-            **_geometry("kernel", kernel, 1),
-            **_geometry("stride", stride, 1),
-            **_geometry("pad", pad, 0),
+            **geometry,
             "bias_term": bias_term,
             "weight_filler": weight_filler or {"type": "msra"},
             "param": _param_specs(bias_term, param),

@@ -66,9 +66,11 @@ class Knob:
         """What the knob accepts, in words."""
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
         if self.is_list:
-            return f"a list of {words[self.element].split(' ', 1)[1]}s"
+            plural = {int: "integers", float: "numbers", bool: "true/false values",
+                      str: "strings"}
+            return f"a list of {plural[self.element]}"
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
         return words[self.kind]
 
     def check(self, value: Any) -> Any:
