@@ -253,6 +253,10 @@ class Net:
             self._readers[t] = []
         return top_names
 
+    def phases_of(self, blob: str) -> frozenset[Phase]:
+        """The phases in which some layer built so far writes ``blob`` (empty if none)."""
+        return self._producers.get(blob, _NO_PHASE)
+
     def blob_shape(self, blob: str) -> Shape:
         """Shape of a blob built so far (deploy net first, then test, then train)."""
         for phase in (Phase.DEPLOY, Phase.TEST, Phase.TRAIN):

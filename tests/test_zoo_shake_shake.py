@@ -246,8 +246,8 @@ def test_deploy_only_net_gets_only_the_average():
                         "num_classes"),
         ({"depth": 26.0}, "knob depth accepts an integer, got 26.0"),
         ({"initial_channels": "32"}, "knob initial_channels accepts an integer, got '32'"),
-        ({"depth": 27}, "knob depth accepts 6n+2: 8, 14, 20, 26, ..., got 27"),
-        ({"depth": 2}, "knob depth accepts 6n+2: 8, 14, 20, 26, ..., got 2"),
+        ({"depth": 27}, "knob depth accepts 6n+2: 8, 14, 20, ..., got 27"),
+        ({"depth": 2}, "knob depth accepts 6n+2: 8, 14, 20, ..., got 2"),
         ({"initial_channels": 33}, "knob initial_channels accepts an even integer >= 2"),
         ({"initial_channels": 0}, "knob initial_channels accepts an even integer >= 2"),
         ({"num_classes": 0}, "knob num_classes accepts an integer >= 1, got 0"),
@@ -263,7 +263,7 @@ def test_bad_knob_on_the_command_line(tmp_path):
                            "--depth", "27", "-o", "out"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2
-    assert "knob depth accepts 6n+2: 8, 14, 20, 26, ..., got 27" in done.stderr
+    assert "knob depth accepts 6n+2: 8, 14, 20, ..., got 27" in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -450,7 +450,8 @@ def test_tiny_shake_shake_net_learns(learnable_lmdb, tmp_path):
 
 
 def test_caffe_tool_trains_with_the_python_layer(learnable_lmdb, tmp_path):
-    """The ``caffe`` tool imports the layer once the project is on its PYTHONPATH."""
+    """The venv's ``caffe`` tool (tools/caffe_setup.py's wrapper) imports the layer
+    with no PYTHONPATH of the user's."""
     data_net = models.build(FAMILY, depth=8, initial_channels=8, num_classes=3,
                             data=small_data((learnable_lmdb, learnable_lmdb), "cifar"))
     (tmp_path / "train.prototxt").write_text(prototxt_files(data_net)["train.prototxt"])
@@ -458,7 +459,7 @@ def test_caffe_tool_trains_with_the_python_layer(learnable_lmdb, tmp_path):
                                        max_iter=2, display=1, snapshot_after_train=False,
                                        solver_mode=caffe_pb2.SolverParameter.CPU)
     (tmp_path / "solver.prototxt").write_text(to_text(solver))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([str(CAFFE_TOOL), "train", "-solver", "solver.prototxt"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -367,11 +367,15 @@ def link_into_venv(final: Path) -> None:
     tool = src / "build" / "tools" / "caffe"
     wrapper = Path(sys.prefix) / "bin" / "caffe"
     # The caffe tool embeds the base interpreter, which does not see the venv:
-    # hand it the venv's packages so Python layers can import numpy and friends.
+    # hand it the venv's packages so Python layers can import numpy and friends,
+    # and this source tree (the editable install's .pth file is not read for a
+    # PYTHONPATH entry) so pynetbuilder's own Python layers import.
+    project = Path(__file__).resolve().parents[1]
     wrapper.write_text(
         "#!/bin/sh\n"
         "# Written by tools/caffe_setup.py: real Caffe's command-line tool.\n"
-        f'PYTHONPATH="{site_packages()}:{src / "python"}${{PYTHONPATH:+:$PYTHONPATH}}" '
+        f'PYTHONPATH="{site_packages()}:{src / "python"}:{project}'
+        '${PYTHONPATH:+:$PYTHONPATH}" '
         f'exec "{tool}" "$@"\n'
     )
     wrapper.chmod(0o755)

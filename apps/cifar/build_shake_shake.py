@@ -6,9 +6,9 @@
 writes train.prototxt (TRAIN and TEST), test.prototxt and deploy.prototxt into
 out/shake_shake/ and prints the net's size; ``--help`` lists the knobs.  The same as
 ``pynetbuilder build shake_shake ...``.  The train net's per-sample random mixing is
-the Caffe Python layer pynetbuilder.caffe_layers.shake_shake.ShakeShake: Caffe
-needs this project on its PYTHONPATH to train it (pycaffe in the project's venv
-has it; for the ``caffe`` tool: PYTHONPATH=<project root> .venv/bin/caffe train ...).
+the Caffe Python layer pynetbuilder.caffe_layers.shake_shake.ShakeShake: pycaffe in
+the project's venv and its ``.venv/bin/caffe`` tool import it as they are; another
+Caffe needs this project on its PYTHONPATH.
 """
 
 from __future__ import annotations

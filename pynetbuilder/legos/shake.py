@@ -24,15 +24,6 @@ _TRAIN = frozenset({Phase.TRAIN})
 _TEST_DEPLOY = frozenset({Phase.TEST, Phase.DEPLOY})
 
 
-def produced_in(net: Net, blob: str) -> frozenset[Phase]:
-    """The phases in which some layer built so far writes ``blob``."""
-    phases: frozenset[Phase] = frozenset()
-    for entry in net.entries:
-        if blob in entry.tops:
-            phases |= entry.phases
-    return phases
-
-
 class ShakeShake(Lego):
     """``y = alpha * x1 + (1 - alpha) * x2`` per sample; one layer named ``name`` per phase.
 
@@ -53,7 +44,7 @@ class ShakeShake(Lego):
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         if len(bottoms) != 2:
             raise UsageError(f"{self.name}: shake-shake joins two branches, got {len(bottoms)}")
-        available = produced_in(net, bottoms[0]) & produced_in(net, bottoms[1])
+        available = net.phases_of(bottoms[0]) & net.phases_of(bottoms[1])
         tops: list[str] = []
         if available & _TRAIN:
             python = {"module": PYTHON_MODULE, "layer": PYTHON_LAYER}

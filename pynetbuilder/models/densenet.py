@@ -27,7 +27,7 @@ from pynetbuilder.legos import ClassificationData, Conv
 from pynetbuilder.legos.dense import DenseLayer, Transition
 from pynetbuilder.legos.primitives import BatchNorm, ReLU, Scale
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family, require
+from pynetbuilder.models.registry import Family, depth_units, require
 
 STAGES = 3
 # composite layers per dense layer: depth = STAGES * per_layer * n + 4 (stem, 2 transitions, fc)
@@ -36,11 +36,7 @@ CONVS_PER_LAYER = {"basic": 1, "bottleneck": 2}
 
 def layers_per_block(depth: int, block_type: str) -> int:
     """Dense layers per block, checking ``depth`` fits ``block_type``'s formula."""
-    step = STAGES * CONVS_PER_LAYER[block_type]
-    examples = ", ".join(str(step * n + 4) for n in (1, 2, 3))
-    require(depth > 4 and (depth - 4) % step == 0, "depth",
-            f"{step}n+4 for {block_type} layers: {examples}, ...", depth)
-    return (depth - 4) // step
+    return depth_units(depth, STAGES * CONVS_PER_LAYER[block_type], 4, f"{block_type} layers")
 
 
 def block_widths(growth_rate: int, n: int, compression_rate: float) -> list[int]:

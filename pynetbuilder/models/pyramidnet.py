@@ -31,7 +31,7 @@ from pynetbuilder.legos import ClassificationData, ConvBN
 from pynetbuilder.legos.primitives import BatchNorm, ReLU, Scale
 from pynetbuilder.legos.pyramid import PyramidBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family, require
+from pynetbuilder.models.registry import Family, depth_units, require
 
 STAGES = 3
 CONVS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
@@ -40,11 +40,7 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 def blocks_per_stage(depth: int, block_type: str) -> int:
     """Blocks per stage, checking ``depth`` fits ``block_type``'s formula."""
-    step = STAGES * CONVS_PER_BLOCK[block_type]
-    examples = ", ".join(str(step * n + 2) for n in (1, 2, 3))
-    require(depth > 2 and (depth - 2) % step == 0, "depth",
-            f"{step}n+2 for {block_type} blocks: {examples}, ...", depth)
-    return (depth - 2) // step
+    return depth_units(depth, STAGES * CONVS_PER_BLOCK[block_type], 2, f"{block_type} blocks")
 
 
 def block_widths(initial_channels: int, alpha: int, blocks: int, expansion: int) -> list[int]:

@@ -182,3 +182,18 @@ def require(condition: bool, knob: str, accepts: str, got: Any) -> None:
     """Raise :class:`KnobError` unless ``condition``: for range and formula checks."""
     if not condition:
         raise KnobError(knob, accepts, got)
+
+
+def require_positive(knob: str, value: int) -> None:
+    """KnobError unless ``value`` >= 1."""
+    require(value >= 1, knob, "a positive integer", value)
+
+
+def depth_units(depth: int, step: int, offset: int, what: str = "") -> int:
+    """``n`` for a ``depth`` of the form ``step * n + offset`` (n >= 1), else a KnobError
+    naming the formula with examples (``what`` says what it applies to)."""
+    n = (depth - offset) // step
+    examples = ", ".join(str(step * k + offset) for k in (1, 2, 3))
+    require(n >= 1 and step * n + offset == depth, "depth",
+            f"{step}n+{offset}{f' for {what}' if what else ''}: {examples}, ...", depth)
+    return n

@@ -18,25 +18,16 @@ from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, ConvBNReLU, Lego, ShortcutLego
 from pynetbuilder.legos.bottleneck import BottleneckBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family, require
+from pynetbuilder.models.registry import Family, depth_units, require, require_positive
 
 BlockType = Literal["basic", "bottleneck"]
 EXPANSION = {"basic": 1, "bottleneck": 4}
-DEPTH_FORMULA = {"basic": (6, "6n+2: 8, 14, 20, ..., 110"),
-                 "bottleneck": (9, "9n+2: 11, 20, 29, ..., 164")}
-
-
-def require_positive(knob: str, value: int) -> None:
-    """KnobError unless ``value`` >= 1."""
-    require(value >= 1, knob, "a positive integer", value)
+DEPTH_STEP = {"basic": 6, "bottleneck": 9}  # convolutions per block x 3 stages
 
 
 def blocks_per_stage(depth: int, block_type: str) -> int:
-    """``n`` of depth = 6n+2 (basic: 2 convolutions a block) or 9n+2 (bottleneck: 3)."""
-    step, words = DEPTH_FORMULA[block_type]
-    n = (depth - 2) // step
-    require(n >= 1 and n * step + 2 == depth, "depth", f"{words} for {block_type} blocks", depth)
-    return n
+    """Blocks per stage: depth = 6n+2 (basic) or 9n+2 (bottleneck)."""
+    return depth_units(depth, DEPTH_STEP[block_type], 2, f"{block_type} blocks")
 
 
 def stage_widths(initial_channels: int, block_type: str) -> tuple[int, int, int]:

@@ -20,8 +20,8 @@ from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, Conv
 from pynetbuilder.legos.preact import BNReLU, PreactBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family, require
-from pynetbuilder.models.resnet_cifar import blocks_per_stage, require_positive, stage_widths
+from pynetbuilder.models.registry import Family, require, require_positive
+from pynetbuilder.models.resnet_cifar import blocks_per_stage, stage_widths
 
 BlockType = Literal["basic", "bottleneck"]
 

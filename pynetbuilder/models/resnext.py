@@ -7,8 +7,8 @@ from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, ConvBNReLU
 from pynetbuilder.legos.bottleneck import BottleneckBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family
-from pynetbuilder.models.resnet_cifar import blocks_per_stage, require_positive
+from pynetbuilder.models.registry import Family, require_positive
+from pynetbuilder.models.resnet_cifar import blocks_per_stage
 
 
 def resnext(

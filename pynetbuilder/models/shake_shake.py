@@ -27,7 +27,7 @@ from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, ConvBN, ReLU
 from pynetbuilder.legos.shake import ShakeShakeBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family, require
+from pynetbuilder.models.registry import Family, depth_units, require
 
 STEM_CHANNELS = 16
 
@@ -45,12 +45,11 @@ def shake_shake(
     of stage 1 (2k, 4k in stages 2, 3; even, since the downsampling shortcut
     splits it in two halves), ``num_classes`` the classifier's outputs.
     """
-    require(depth >= 8 and (depth - 2) % 6 == 0, "depth", "6n+2: 8, 14, 20, 26, ...", depth)
+    blocks = depth_units(depth, 6, 2)
     require(initial_channels >= 2 and initial_channels % 2 == 0, "initial_channels",
             "an even integer >= 2 (the shortcut splits the width in two halves)",
             initial_channels)
     require(num_classes >= 1, "num_classes", "an integer >= 1", num_classes)
-    blocks = (depth - 2) // 6
     net, x, label = start(f"shake_shake_{depth}_2x{initial_channels}d", "cifar", data)
     x = ConvBN("conv1", STEM_CHANNELS, 3)(net, x)
     for stage in range(3):

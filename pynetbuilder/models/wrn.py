@@ -7,8 +7,7 @@ from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, Conv
 from pynetbuilder.legos.preact import BNReLU, PreactBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
-from pynetbuilder.models.registry import Family, require
-from pynetbuilder.models.resnet_cifar import require_positive
+from pynetbuilder.models.registry import Family, depth_units, require, require_positive
 
 
 def wrn(
@@ -31,8 +30,7 @@ def wrn(
     Dropout between the two convolutions.  Then BN + ReLU, global average pooling
     and a fully connected classifier.
     """
-    n = (depth - 4) // 6
-    require(n >= 1 and 6 * n + 4 == depth, "depth", "6n+4: 10, 16, 22, 28, 40, ...", depth)
+    n = depth_units(depth, 6, 4)
     require_positive("initial_channels", initial_channels)
     require_positive("widening_factor", widening_factor)
     require(0.0 <= drop_rate < 1.0, "drop_rate", "a number from 0 up to (not including) 1",
