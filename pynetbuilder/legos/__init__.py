@@ -8,6 +8,7 @@ single top directly when there is one.
 from pynetbuilder.legos.base import LayerLego, Lego
 from pynetbuilder.legos.blocks import (
     MAIN_BRANCHES,
+    BNReLU,
     ConvBN,
     ConvBNReLU,
     ConvReLU,
@@ -34,6 +35,7 @@ from pynetbuilder.legos.primitives import (
 __all__ = [
     "MAIN_BRANCHES",
     "Accuracy",
+    "BNReLU",
     "BatchNorm",
     "ClassificationData",
     "Concat",

@@ -8,7 +8,28 @@ from typing import Any
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
+from pynetbuilder.legos.checks import check_positive, check_quarter, check_stride
 from pynetbuilder.legos.primitives import BatchNorm, Conv, Eltwise, ReLU, Scale, Size
+
+
+class BNReLU(Lego):
+    """BatchNorm + Scale (``name_bn``, ``name_scale``: PyTorch's affine BatchNorm2d)
+    and, unless ``relu=False``, ReLU (``name_relu``).
+
+    ``inplace=True`` overwrites the bottom; ``inplace=False`` writes a new blob
+    ``name_bn`` (Scale and ReLU then work in place on it), leaving the bottom for
+    other readers.
+    """
+
+    def __init__(self, name: str, *, relu: bool = True, inplace: bool = True):
+        self.name, self.relu, self.inplace = name, relu, inplace
+
+    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
+        (top,) = BatchNorm(f"{self.name}_bn", inplace=self.inplace).attach(net, bottoms)
+        Scale(f"{self.name}_scale").attach(net, [top])
+        if self.relu:
+            ReLU(f"{self.name}_relu").attach(net, [top])
+        return [top]
 
 
 class ConvBNReLU(Lego):
@@ -110,15 +131,10 @@ class ShortcutLego(Lego):
             )
         if shortcut not in SHORTCUTS:
             raise UsageError(f"shortcut {shortcut!r} is unknown; allowed: {', '.join(SHORTCUTS)}")
-        if not isinstance(num_output, int) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
-        if "bottleneck" in main_branch and num_output % 4:
-            raise UsageError(
-                f"{name}: a {main_branch} block needs num_output divisible by 4 "
-                f"(its inner width is num_output/4), got {num_output}"
-            )
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_positive(f"{name}: num_output", num_output)
+        if "bottleneck" in main_branch:
+            check_quarter(name, main_branch, num_output)
+        check_stride(name, stride)
         self.name = name
         self.main_branch = main_branch
         self.num_output = num_output

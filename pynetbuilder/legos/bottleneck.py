@@ -8,6 +8,7 @@ from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.blocks import ConvBN, ConvBNReLU, EltwiseReLU
+from pynetbuilder.legos.checks import check_positive, check_stride
 
 
 class BottleneckBlock(Lego):
@@ -27,12 +28,10 @@ class BottleneckBlock(Lego):
     def __init__(self, name: str, num_output: int, inner: int, *, stride: int = 1,
                  group: int = 1):
         for what, value in (("num_output", num_output), ("inner", inner), ("group", group)):
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name}: {what} must be a positive integer, got {value!r}")
+            check_positive(f"{name}: {what}", value)
         if inner % group:
             raise UsageError(f"{name}: group {group} must divide the inner width {inner}")
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_stride(name, stride)
         self.name, self.num_output, self.inner = name, num_output, inner
         self.stride, self.group = stride, group
 

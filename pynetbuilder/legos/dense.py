@@ -14,12 +14,9 @@ from collections.abc import Sequence
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
-from pynetbuilder.legos.primitives import BatchNorm, Concat, Conv, Dropout, Pool, ReLU, Scale
-
-
-def _positive(what: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}")
+from pynetbuilder.legos.blocks import BNReLU
+from pynetbuilder.legos.checks import check_positive
+from pynetbuilder.legos.primitives import Concat, Conv, Dropout, Pool
 
 
 def _rate(what: str, value: float) -> None:
@@ -47,16 +44,14 @@ class PreActConv(Lego):
         drop_rate: float = 0.0,
         inplace: bool = False,
     ):
-        _positive(f"{name}: num_output", num_output)
+        check_positive(f"{name}: num_output", num_output)
         _rate(f"{name}: drop_rate", drop_rate)
         self.name, self.num_output, self.kernel = name, num_output, kernel
         self.drop_rate, self.inplace = drop_rate, inplace
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         (x,) = bottoms
-        (y,) = BatchNorm(f"{self.name}_bn", inplace=self.inplace).attach(net, [x])
-        Scale(f"{self.name}_scale").attach(net, [y])
-        ReLU(f"{self.name}_relu").attach(net, [y])
+        (y,) = BNReLU(self.name, inplace=self.inplace).attach(net, [x])
         (y,) = Conv(self.name, self.num_output, self.kernel, bias_term=False).attach(net, [y])
         if self.drop_rate > 0:
             Dropout(f"{self.name}_drop", self.drop_rate).attach(net, [y])
@@ -76,7 +71,7 @@ class DenseLayer(Lego):
 
     def __init__(self, name: str, growth_rate: int, *, bottleneck: bool = False,
                  drop_rate: float = 0.0):
-        _positive(f"{name}: growth_rate", growth_rate)
+        check_positive(f"{name}: growth_rate", growth_rate)
         _rate(f"{name}: drop_rate", drop_rate)
         self.name, self.growth_rate = name, growth_rate
         self.bottleneck, self.drop_rate = bottleneck, drop_rate
@@ -107,7 +102,7 @@ class Transition(Lego):
     block's output."""
 
     def __init__(self, name: str, num_output: int, *, drop_rate: float = 0.0):
-        _positive(f"{name}: num_output", num_output)
+        check_positive(f"{name}: num_output", num_output)
         _rate(f"{name}: drop_rate", drop_rate)
         self.name, self.num_output, self.drop_rate = name, num_output, drop_rate
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.blocks import ConvReLU
+from pynetbuilder.legos.checks import check_positive
 from pynetbuilder.legos.primitives import Concat
 
 
@@ -25,8 +25,7 @@ class Fire(Lego):
     def __init__(self, name: str, squeeze: int, expand1x1: int, expand3x3: int):
         for what, value in (("squeeze", squeeze), ("expand1x1", expand1x1),
                             ("expand3x3", expand3x3)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UsageError(f"{name}: fire {what} must be a positive integer, got {value!r}")
+            check_positive(f"{name}: fire {what}", value)
         self.name = name
         self.squeeze, self.expand1x1, self.expand3x3 = squeeze, expand1x1, expand3x3
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.blocks import ConvBNReLU
+from pynetbuilder.legos.checks import check_positive, check_stride
 
 
 class DepthwiseSeparable(Lego):
@@ -23,10 +23,8 @@ class DepthwiseSeparable(Lego):
     """
 
     def __init__(self, name: str, num_output: int, *, stride: int = 1):
-        if not isinstance(num_output, int) or isinstance(num_output, bool) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_positive(f"{name}: num_output", num_output)
+        check_stride(name, stride)
         self.name, self.num_output, self.stride = name, num_output, stride
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:

@@ -12,31 +12,12 @@ from collections.abc import Sequence
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
-from pynetbuilder.legos.blocks import EltwiseReLU
-from pynetbuilder.legos.primitives import BatchNorm, Conv, Dropout, ReLU, Scale
+from pynetbuilder.legos.blocks import BNReLU, EltwiseReLU
+from pynetbuilder.legos.checks import check_positive, check_quarter, check_stride
+from pynetbuilder.legos.primitives import Conv, Dropout
 from pynetbuilder.legos.se import SqueezeExcitation
 
 PREACT_KINDS = ("basic", "bottleneck")
-
-
-class BNReLU(Lego):
-    """BatchNorm + Scale (``name_bn``, ``name_scale``: PyTorch's affine BatchNorm2d)
-    and, unless ``relu=False``, ReLU (``name_relu``).
-
-    ``inplace=True`` overwrites the bottom; ``inplace=False`` writes a new blob
-    ``name_bn`` (Scale and ReLU then work in place on it), leaving the bottom for
-    other readers.
-    """
-
-    def __init__(self, name: str, *, relu: bool = True, inplace: bool = True):
-        self.name, self.relu, self.inplace = name, relu, inplace
-
-    def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
-        (top,) = BatchNorm(f"{self.name}_bn", inplace=self.inplace).attach(net, bottoms)
-        Scale(f"{self.name}_scale").attach(net, [top])
-        if self.relu:
-            ReLU(f"{self.name}_relu").attach(net, [top])
-        return [top]
 
 
 class PreactBlock(Lego):
@@ -82,13 +63,10 @@ class PreactBlock(Lego):
         if kind not in PREACT_KINDS:
             raise UsageError(f"{name}: block kind must be one of {', '.join(PREACT_KINDS)}, "
                              f"not {kind!r}")
-        if not isinstance(num_output, int) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
-        if kind == "bottleneck" and num_output % 4:
-            raise UsageError(f"{name}: a bottleneck block needs num_output divisible by 4, "
-                             f"got {num_output}")
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_positive(f"{name}: num_output", num_output)
+        if kind == "bottleneck":
+            check_quarter(name, kind, num_output)
+        check_stride(name, stride)
         if se_reduction and not 1 <= se_reduction <= num_output:
             raise UsageError(f"{name}: se_reduction must be between 1 and num_output "
                              f"({num_output}), got {se_reduction!r}")

@@ -12,6 +12,7 @@ from typing import Any
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import ALL_PHASES, Phase
 from pynetbuilder.legos.base import LayerLego
+from pynetbuilder.legos.checks import check_positive
 
 Size = int | tuple[int, int]
 
@@ -65,8 +66,7 @@ class Conv(LayerLego):
         layer_type: str = "Convolution",
         **extra: Any,
     ):
-        if not isinstance(num_output, int) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
+        check_positive(f"{name}: num_output", num_output)
         if group < 1 or num_output % group:
             raise UsageError(f"{name}: group {group} must divide num_output {num_output}")
         if type(kernel) is int and type(stride) is int and (pad is None or type(pad) is int):
@@ -175,8 +175,7 @@ class InnerProduct(LayerLego):
         param: Sequence[dict[str, Any]] | None = None,
         **extra: Any,
     ):
-        if not isinstance(num_output, int) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
+        check_positive(f"{name}: num_output", num_output)
         params: dict[str, Any] = {
             "num_output": num_output,
             "bias_term": bias_term,

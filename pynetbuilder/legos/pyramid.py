@@ -24,6 +24,7 @@ from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.blocks import ConvBN, ConvBNReLU
+from pynetbuilder.legos.checks import check_positive, check_quarter, check_stride
 from pynetbuilder.legos.primitives import BatchNorm, Concat, Eltwise, Pool, Scale
 
 PYRAMID_BRANCHES = ("basic", "bottleneck")
@@ -53,13 +54,10 @@ class PyramidBlock(Lego):
             raise UsageError(
                 f"{name}: branch {branch!r} is unknown; allowed: {', '.join(PYRAMID_BRANCHES)}"
             )
-        if not isinstance(num_output, int) or isinstance(num_output, bool) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
-        if branch == "bottleneck" and num_output % 4:
-            raise UsageError(f"{name}: a bottleneck block needs num_output divisible by 4 "
-                             f"(its inner width is num_output/4), got {num_output}")
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_positive(f"{name}: num_output", num_output)
+        if branch == "bottleneck":
+            check_quarter(name, branch, num_output)
+        check_stride(name, stride)
         self.name, self.branch, self.num_output, self.stride = name, branch, num_output, stride
 
     def _convs(self) -> list[ConvBNReLU]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
+from pynetbuilder.legos.checks import check_positive
 from pynetbuilder.legos.primitives import InnerProduct, Pool, ReLU, Scale
 
 
@@ -24,9 +24,7 @@ class SqueezeExcitation(Lego):
 
     def __init__(self, channels: int, reduced_channels: int, *, prefix: str = "se"):
         for what, value in (("channels", channels), ("reduced_channels", reduced_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"squeeze-excitation {what} must be a positive integer, "
-                                 f"got {value!r}")
+            check_positive(f"squeeze-excitation {what}", value)
         self.channels, self.reduced, self.prefix = channels, reduced_channels, prefix
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:

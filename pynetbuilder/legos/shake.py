@@ -16,6 +16,7 @@ from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net, Phase
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.blocks import ConvBN, ConvBNReLU
+from pynetbuilder.legos.checks import check_positive, check_stride
 from pynetbuilder.legos.primitives import BatchNorm, Concat, Conv, Eltwise, ReLU, Scale
 
 PYTHON_MODULE = "pynetbuilder.caffe_layers.shake_shake"
@@ -84,8 +85,7 @@ class ShakeShakeShortcut(Lego):
         if not isinstance(num_output, int) or num_output < 2 or num_output % 2:
             raise UsageError(f"{name}: num_output must be an even integer >= 2 (two halves), "
                              f"got {num_output!r}")
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_stride(name, stride)
         self.name, self.num_output, self.stride = name, num_output, stride
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
@@ -115,10 +115,8 @@ class ShakeShakeBlock(Lego):
 
     def __init__(self, name: str, num_output: int, stride: int = 1, *,
                  seed: int | None = None):
-        if not isinstance(num_output, int) or num_output < 1:
-            raise UsageError(f"{name}: num_output must be a positive integer, got {num_output!r}")
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_positive(f"{name}: num_output", num_output)
+        check_stride(name, stride)
         self.name, self.num_output, self.stride, self.seed = name, num_output, stride, seed
 
     def _branch(self, net: Net, label: str, r: str) -> str:

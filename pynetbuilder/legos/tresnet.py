@@ -25,17 +25,13 @@ from collections.abc import Sequence
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
+from pynetbuilder.legos.checks import check_positive, check_stride
 from pynetbuilder.legos.primitives import BatchNorm, Conv, Eltwise, Pool, ReLU, Scale
 from pynetbuilder.legos.se import SqueezeExcitation
 
 # timm / the paper: leaky ReLU slopes of inplace-ABN (here BatchNorm + Scale + ReLU).
 STEM_SLOPE = 1e-2
 BLOCK_SLOPE = 1e-3
-
-
-def _positive(what: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}")
 
 
 class SpaceToDepth(Lego):
@@ -53,7 +49,7 @@ class SpaceToDepth(Lego):
     """
 
     def __init__(self, name: str = "s2d", block_size: int = 4):
-        _positive("space-to-depth block_size", block_size)
+        check_positive("space-to-depth block_size", block_size)
         self.name, self.block = name, block_size
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
@@ -130,8 +126,7 @@ class ConvBNAct(Lego):
 
     def __init__(self, name: str, num_output: int, kernel: int = 3, *, stride: int = 1,
                  negative_slope: float | None = BLOCK_SLOPE, zero_gamma: bool = False):
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_stride(name, stride)
         self.name, self.stride = name, stride
         self.conv = Conv(name, num_output, kernel, bias_term=False)
         self.slope, self.zero_gamma = negative_slope, zero_gamma
@@ -177,9 +172,8 @@ class TResNetBlock(Lego):
         if kind not in BLOCK_KINDS:
             raise UsageError(f"{name}: block kind {kind!r} is unknown; "
                              f"allowed: {', '.join(BLOCK_KINDS)}")
-        _positive(f"{name}: planes", planes)
-        if stride not in (1, 2):
-            raise UsageError(f"{name}: stride must be 1 or 2, got {stride!r}")
+        check_positive(f"{name}: planes", planes)
+        check_stride(name, stride)
         self.name, self.kind, self.planes = name, kind, planes
         self.stride, self.use_se = stride, use_se
 

@@ -24,8 +24,8 @@ from typing import Literal
 
 from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, Conv
+from pynetbuilder.legos.blocks import BNReLU
 from pynetbuilder.legos.dense import DenseLayer, Transition
-from pynetbuilder.legos.primitives import BatchNorm, ReLU, Scale
 from pynetbuilder.models.datasets import pool_and_classify, start
 from pynetbuilder.models.registry import Family, depth_units, require
 
@@ -90,9 +90,7 @@ def densenet(
         if stage < STAGES:
             x = Transition(f"stage{stage}_transition", widths[stage],
                            drop_rate=drop_rate)(net, x)
-    BatchNorm("final_bn")(net, x)
-    Scale("final_bn_scale")(net, x)
-    ReLU("final_relu")(net, x)
+    x = BNReLU("final")(net, x)
     pool_and_classify(net, x, label, num_classes, "cifar")
     return net
 

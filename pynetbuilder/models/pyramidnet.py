@@ -28,7 +28,7 @@ from typing import Literal
 
 from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, ConvBN
-from pynetbuilder.legos.primitives import BatchNorm, ReLU, Scale
+from pynetbuilder.legos.blocks import BNReLU
 from pynetbuilder.legos.pyramid import PyramidBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
 from pynetbuilder.models.registry import Family, depth_units, require
@@ -80,9 +80,7 @@ def pyramidnet(
         stride = 2 if block == 0 and stage > 0 else 1
         x = PyramidBlock(f"stage{stage + 1}_block{block + 1}", block_type, width,
                          stride=stride)(net, x)
-    BatchNorm("final_bn")(net, x)
-    Scale("final_bn_scale")(net, x)
-    ReLU("final_relu")(net, x)
+    x = BNReLU("final")(net, x)
     pool_and_classify(net, x, label, num_classes, "cifar")
     return net
 

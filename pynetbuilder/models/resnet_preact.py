@@ -18,7 +18,8 @@ from typing import Literal
 
 from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, Conv
-from pynetbuilder.legos.preact import BNReLU, PreactBlock
+from pynetbuilder.legos.blocks import BNReLU
+from pynetbuilder.legos.preact import PreactBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
 from pynetbuilder.models.registry import Family, require, require_positive
 from pynetbuilder.models.resnet_cifar import blocks_per_stage, stage_widths

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pynetbuilder.graph import Net
 from pynetbuilder.legos import ClassificationData, Conv
-from pynetbuilder.legos.preact import BNReLU, PreactBlock
+from pynetbuilder.legos.blocks import BNReLU
+from pynetbuilder.legos.preact import PreactBlock
 from pynetbuilder.models.datasets import pool_and_classify, start
 from pynetbuilder.models.registry import Family, depth_units, require, require_positive
 
