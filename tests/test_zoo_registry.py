@@ -122,3 +122,24 @@ def test_resnet18_builds_and_trains_in_caffe(caffe, image_lmdb, tmp_path):
     knobs = models.FAMILIES["resnet_imagenet"].references["ResNet-18"]
     net = models.build("resnet_imagenet", data=small_data(image_lmdb, "imagenet"), **knobs)
     check_in_caffe(caffe, net, tmp_path)
+
+
+def test_readme_zoo_table_is_current():
+    """README's model table is what tools/zoo_table.py computes from the registry now."""
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "zoo_table.py"), "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_reference_configuration_builds_from_the_command_line(tmp_path):
+    """The knobs of each named configuration, typed as README's table shows them."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import zoo_table
+
+    for family in models.FAMILIES:
+        for label, knobs in family.references.items():
+            args = zoo_table.knob_flags(knobs).split()
+            expected = family.build(**knobs).report().totals.params
+            done = run_cli("build", family.name, *args, cwd=tmp_path)
+            assert done.returncode == 0, (label, done.stderr)
+            assert f"Learnable params: {expected:,}" in done.stdout, label

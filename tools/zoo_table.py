@@ -24,10 +24,15 @@ from pynetbuilder.models.datasets import INPUT_SIZE  # noqa: E402
 BEGIN, END = "<!-- zoo-table: begin -->", "<!-- zoo-table: end -->"
 
 
-def _knobs(knobs: dict) -> str:
+def _word(value: object) -> str:
+    """A knob value as typed on the command line."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def knob_flags(knobs: dict) -> str:
+    """The command-line flags that give ``knobs``."""
     return " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else str(v).lower()}"
-        if isinstance(v, bool | tuple) else f"--{k} {v}"
+        f"--{k} {' '.join(map(_word, v)) if isinstance(v, tuple) else _word(v)}"
         for k, v in knobs.items()
     )
 
@@ -42,7 +47,7 @@ def table() -> str:
         for label, knobs in family.references.items():
             t = family.build(**knobs).report().totals
             lines.append(
-                f"| `{family.name}` | {label} | `{_knobs(knobs) or '(defaults)'}` | "
+                f"| `{family.name}` | {label} | `{knob_flags(knobs) or '(defaults)'}` | "
                 f"{size}x{size} | {t.params:,} | {t.macs:,} |"
             )
     return "\n".join(lines) + "\n"
