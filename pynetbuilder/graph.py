@@ -16,11 +16,12 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
-from pynetbuilder.errors import NetError
+from pynetbuilder.errors import NetError, ShapeError
 from pynetbuilder.layers import Shape, UnknownShapeError, apply_rule
-from pynetbuilder.report import LayerRow, Report
+from pynetbuilder.report import Figures, LayerRow, Report
 from pynetbuilder.schema import LayerTemplates, caffe_pb2, instantiate
 
 
@@ -31,6 +32,8 @@ class Phase(StrEnum):
 
     @classmethod
     def parse(cls, value: str | Phase) -> Phase:
+        if type(value) is cls:
+            return value
         try:
             return cls(value.lower() if isinstance(value, str) else value)
         except ValueError:
@@ -39,6 +42,7 @@ class Phase(StrEnum):
 
 ALL_PHASES = frozenset(Phase)
 _NO_PHASE: frozenset[Phase] = frozenset()
+_NOTHING: Mapping[Any, Any] = MappingProxyType({})  # read-only: shared by every entry
 TRAIN_TEST = frozenset({Phase.TRAIN, Phase.TEST})
 _CAFFE_PHASE = {Phase.TRAIN: caffe_pb2.TRAIN, Phase.TEST: caffe_pb2.TEST}
 
@@ -60,8 +64,8 @@ class LayerEntry:
     tops: tuple[str, ...]
     phases: frozenset[Phase]
     template: Template
-    per_phase: dict[Phase, Template] = field(default_factory=dict)  # where a phase differs
-    shapes: dict[Phase, list[Shape]] = field(default_factory=dict)
+    per_phase: Mapping[Phase, Template] = field(default_factory=dict)  # where a phase differs
+    shapes: Mapping[Phase, list[Shape]] = field(default_factory=dict)
     block: str = ""
     _protos: dict[int, Any] | None = field(default=None, init=False, repr=False)
 
@@ -102,9 +106,9 @@ class Net:
         self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
         self._names: dict[str, frozenset[Phase]] = {}
         self._templates = LayerTemplates()
-        # (setting, bottom shapes, top count, declared shapes) -> (tops, blobs, macs): a
-        # rule is a pure function of these, and nets repeat them (each BatchNorm of a stage)
-        self._costs: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # (setting, bottom shapes, top count, declared shapes) -> Figures: a rule is a
+        # pure function of these, and nets repeat them (each BatchNorm of a stage)
+        self._costs: dict[tuple[Any, ...], Figures] = {}
         # per phase: how many entries are inferred, blob shapes, report rows so far
         self._inferred: dict[Phase, tuple[int, dict[str, Shape], list[LayerRow]]] = {}
 
@@ -197,21 +201,22 @@ class Net:
                     f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier "
                     "layer produces (in a common phase)"
                 )
-        phases = frozenset(phases)
-        if not phases:
-            raise NetError(f"layer {full!r} belongs to no phase")
-        missing = phases - available
-        if missing:
-            raise NetError(
-                f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier layer "
-                f"produces in phase {', '.join(sorted(p.value for p in missing))}"
-            )
+        else:
+            phases = frozenset(phases)
+            if not phases:
+                raise NetError(f"layer {full!r} belongs to no phase")
+            missing = phases - available
+            if missing:
+                raise NetError(
+                    f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier "
+                    f"layer produces in phase {', '.join(sorted(p.value for p in missing))}"
+                )
         if self._names.get(full, _NO_PHASE) & phases:
             raise NetError(f"two layers named {full!r} in one phase; choose another name")
         if inplace:
             if len(bottoms) != 1:
                 raise NetError(f"in-place layer {full!r} needs exactly one bottom")
-            readers = self._readers.get(bottoms[0], [])
+            readers = self._readers.get(bottoms[0])
             if readers:
                 # Caffe would insert a Split and then see two producers of the blob.
                 raise NetError(
@@ -227,12 +232,14 @@ class Net:
             top_names = [f"{full}_{i}" for i in range(ntop)]
         merged = {**self.default_params(layer_type), **params} if use_defaults else params
         templates = self._templates
-        base = templates.get(layer_type, merged)
-        per_phase: dict[Phase, Template] = {}
+        ntops = len(top_names)
+        base = templates.get(layer_type, merged, ntops)
+        per_phase: Mapping[Phase, Template] = _NOTHING
         if overrides:
-            for key, extra in overrides.items():
-                phase = key if type(key) is Phase else Phase.parse(key)
-                per_phase[phase] = templates.derive(base, layer_type, merged, extra)
+            per_phase = {
+                Phase.parse(key): templates.derive(base, layer_type, merged, extra, ntops)
+                for key, extra in overrides.items()
+            }
         entry = LayerEntry(
             full,
             layer_type,
@@ -241,16 +248,20 @@ class Net:
             phases,
             base,
             per_phase,
-            {Phase.parse(k): list(v) for k, v in shapes.items()} if shapes else {},
+            {Phase.parse(k): list(v) for k, v in shapes.items()} if shapes else _NOTHING,
             self._blocks[-1] if self._blocks else "",
         )
         self.entries.append(entry)
         self._names[full] = self._names.get(full, _NO_PHASE) | phases
+        readers = self._readers
         for b in bottoms:
-            self._readers.setdefault(b, []).append(full)
+            if b in readers:
+                readers[b].append(full)
+            else:
+                readers[b] = [full]
         for t in top_names:
             self._producers[t] = self._producers.get(t, _NO_PHASE) | phases
-            self._readers[t] = []
+            readers.pop(t, None)  # a blob just (re)written has no readers yet
         return top_names
 
     def phases_of(self, blob: str) -> frozenset[Phase]:
@@ -276,18 +287,22 @@ class Net:
             if phase in entry.phases:
                 bottoms = [shapes[b] for b in entry.bottoms]
                 declared = entry.shapes.get(phase)
+                template = entry.per_phase.get(phase, entry.template)
                 key = (
-                    entry.template_for(phase)[0],
+                    template[0],
                     *bottoms,
-                    len(entry.tops),
                     None if declared is None else tuple(declared),
                 )
-                cost = self._costs.get(key)
-                if cost is None:
-                    found = apply_rule(entry.for_phase(phase), bottoms, declared)
-                    cost = self._costs[key] = (tuple(found.tops), tuple(found.blobs), found.macs)
-                shapes.update(zip(entry.tops, cost[0]))
-                rows.append(LayerRow(entry.name, entry.type, entry.bottoms, entry.tops, *cost,
+                figures = self._costs.get(key)
+                if figures is None:
+                    try:  # the rule reads the nameless template; only errors need the name
+                        found = apply_rule(template[1], bottoms, declared)
+                    except ShapeError:
+                        apply_rule(entry.for_phase(phase), bottoms, declared)
+                        raise
+                    figures = self._costs[key] = Figures.of(entry.type, found)
+                shapes.update(zip(entry.tops, figures[0]))
+                rows.append(LayerRow(entry.name, entry.type, entry.bottoms, entry.tops, *figures,
                                      entry.block))
             self._inferred[phase] = (i + 1, shapes, rows)
         return shapes

@@ -21,21 +21,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pynetbuilder.errors import ShapeError
 
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ParamBlob:
+class ParamBlob(NamedTuple):
+    """One parameter blob Caffe allocates: its shape and whether training updates it."""
+
     shape: Shape
     learnable: bool = True
-    size: int = field(init=False, compare=False, repr=False)  # elements
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "size", math.prod(self.shape))
+    @property
+    def size(self) -> int:
+        """Elements."""
+        return math.prod(self.shape)
 
 
 @dataclass
@@ -143,19 +145,15 @@ def _spatial(p: Any, name: str, default: int, nd: int = 2) -> tuple[int, ...]:
     if h_field is not None and (p.HasField(h_field) or p.HasField(w_field)):
         return (getattr(p, h_field), getattr(p, w_field))
     value = getattr(p, field_name)
-    if isinstance(value, int):
-        values = [value] if p.HasField(field_name) else []
-    else:
-        values = list(value)
-    if not values:
-        return (default,) * nd
-    if len(values) == 1:
-        return (values[0],) * nd
-    return tuple(values)
+    if isinstance(value, int):  # pooling's singular fields
+        return (value,) * nd if p.HasField(field_name) else (default,) * nd
+    n = len(value)
+    if n == 1:
+        return (value[0],) * nd
+    return tuple(value) if n else (default,) * nd
 
 
-@dataclass(frozen=True)
-class _ConvGeometry:
+class _ConvGeometry(NamedTuple):
     n: int
     channels: int
     spatial: Shape
@@ -503,10 +501,12 @@ def apply_rule(
     if fn is None:
         raise UnknownShapeError(f"layer {layer.name!r}: no shape rule for type {layer.type!r}")
     cost = fn(layer, bottoms, declared)
-    if layer.param:  # a blob whose ParamSpec says lr_mult: 0 is fixed, not learnt
-        fixed = {i for i, spec in enumerate(layer.param) if spec.lr_mult == 0}
+    specs = layer.param
+    if specs:  # a blob whose ParamSpec says lr_mult: 0 is fixed, not learnt
         cost.blobs = [
-            ParamBlob(b.shape, False) if i in fixed else b for i, b in enumerate(cost.blobs)
+            ParamBlob(b.shape, False) if b.learnable and i < len(specs) and
+            specs[i].lr_mult == 0 else b
+            for i, b in enumerate(cost.blobs)
         ]
     for top_name, shape in zip(layer.top, cost.tops):
         if shape and min(shape) < 1:

@@ -27,10 +27,33 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError
 from pynetbuilder.layers import LayerCost, ParamBlob, Shape, apply_rule, count
+
+
+class Figures(NamedTuple):
+    """What a layer's rule says and the counts that follow from it (see the conventions)."""
+
+    shapes: tuple[Shape, ...]  # of the tops
+    blobs: tuple[ParamBlob, ...]
+    macs: int
+    params: int
+    activations: int
+    legacy_params: int
+    legacy_flops: int
+
+    @classmethod
+    def of(cls, layer_type: str, cost: LayerCost) -> Figures:
+        blobs = tuple(cost.blobs)
+        shapes = tuple(cost.tops)
+        first = blobs[0].size if blobs else 0
+        flops = first * math.prod(shapes[0][2:]) if layer_type == "Convolution" else first
+        return cls(
+            shapes, blobs, cost.macs, sum(b.size for b in blobs if b.learnable),
+            sum(count(s) for s in shapes), first, flops,
+        )
 
 
 @dataclass(slots=True)
@@ -42,33 +65,17 @@ class LayerRow:
     shapes: tuple[Shape, ...]
     blobs: tuple[ParamBlob, ...]
     macs: int
+    params: int
+    activations: int
+    legacy_params: int
+    legacy_flops: int
     block: str = ""
 
     @classmethod
     def of(cls, layer: Any, cost: LayerCost, block: str = "") -> LayerRow:
         """The row of a ``LayerParameter`` whose rule gave ``cost``."""
         return cls(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
-                   tuple(cost.tops), tuple(cost.blobs), cost.macs, block)
-
-    @property
-    def params(self) -> int:
-        return sum(b.size for b in self.blobs if b.learnable)
-
-    @property
-    def activations(self) -> int:
-        return sum(count(s) for s in self.shapes)
-
-    @property
-    def legacy_params(self) -> int:
-        return self.blobs[0].size if self.blobs else 0
-
-    @property
-    def legacy_flops(self) -> int:
-        if not self.blobs:
-            return 0
-        if self.type == "Convolution":
-            return self.blobs[0].size * math.prod(self.shapes[0][2:])
-        return self.blobs[0].size
+                   *Figures.of(layer.type, cost), block)
 
     @property
     def inplace(self) -> bool:
@@ -112,14 +119,12 @@ class Report:
 
     @property
     def totals(self) -> Totals:
-        params = macs = activations = legacy_params = legacy_flops = 0
-        for r in self.rows:  # one pass: the per-row properties, summed
-            params += r.params
-            macs += r.macs
-            activations += r.activations
-            legacy_params += r.legacy_params
-            legacy_flops += r.legacy_flops
-        return Totals(params, macs, activations, len(self.rows), legacy_params, legacy_flops)
+        rows = self.rows
+        return Totals(
+            sum(r.params for r in rows), sum(r.macs for r in rows),
+            sum(r.activations for r in rows), len(rows),
+            sum(r.legacy_params for r in rows), sum(r.legacy_flops for r in rows),
+        )
 
     def legacy_lines(self) -> str:
         """The two lines the original tool printed (values in millions)."""

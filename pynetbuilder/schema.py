@@ -221,21 +221,23 @@ class LayerTemplates:
         self._by_key: dict[tuple[str, Any], tuple[int, Message]] = {}
         self._derived: dict[tuple[Any, ...], tuple[int, Message]] = {}
 
-    def get(self, layer_type: str, params: Mapping[str, Any]) -> tuple[int, Message]:
-        """``(number, template)`` for a layer type and its parameters (nameless, unwired)."""
+    def get(self, layer_type: str, params: Mapping[str, Any], ntop: int = 1
+            ) -> tuple[int, Message]:
+        """``(number, template)`` for a layer type, its parameters and its number of tops:
+        a nameless layer with ``ntop`` empty top names (shape rules need the count)."""
         try:  # marshal is a fast, exact (invertible) key for plain data
-            key: tuple[str, Any] = (layer_type, marshal.dumps(params))
+            key: tuple[Any, ...] = (layer_type, ntop, marshal.dumps(params))
         except ValueError:  # a protobuf message among the values
-            key = (layer_type, repr(params))
+            key = (layer_type, ntop, repr(params))
         found = self._by_key.get(key)
         if found is None:
-            template = layer_parameter(layer_type, "", [], [], params)
+            template = layer_parameter(layer_type, "", [], [""] * ntop, params)
             found = self._by_key[key] = (len(self._by_key), template)
         return found
 
     def derive(
         self, base: tuple[int, Message], layer_type: str, params: Mapping[str, Any],
-        extra: Mapping[str, Any],
+        extra: Mapping[str, Any], ntop: int = 1,
     ) -> tuple[int, Message]:
         """The template of ``params`` with ``extra``'s keys replacing theirs (a phase's
         override), where ``base`` is ``get(layer_type, params)``."""
@@ -245,7 +247,7 @@ class LayerTemplates:
             key = (base[0], repr(extra))
         found = self._derived.get(key)
         if found is None:
-            found = self._derived[key] = self.get(layer_type, {**params, **extra})
+            found = self._derived[key] = self.get(layer_type, {**params, **extra}, ntop)
         return found
 
 
@@ -257,6 +259,7 @@ def instantiate(
     layer.CopyFrom(template)
     layer.name = name
     layer.bottom.extend(bottoms)
+    del layer.top[:]
     layer.top.extend(tops)
     return layer
 
