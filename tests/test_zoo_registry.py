@@ -143,3 +143,18 @@ def test_every_reference_configuration_builds_from_the_command_line(tmp_path):
             done = run_cli("build", family.name, *args, cwd=tmp_path)
             assert done.returncode == 0, (label, done.stderr)
             assert f"Learnable params: {expected:,}" in done.stdout, label
+
+
+REFERENCES = [(f.name, label) for f in models.FAMILIES for label in f.references]
+
+
+@pytest.mark.parametrize("family, label", REFERENCES)
+def test_every_reference_configuration_builds_in_caffe(caffe, cifar_lmdb, image_lmdb, tmp_path,
+                                                       family, label):
+    """Every named configuration, at full size: real Caffe builds its train, test and
+    deploy nets and every blob and parameter blob has our shape.  (The family test
+    files also run forward and backward, on these or reduced configurations.)"""
+    f = models.FAMILIES[family]
+    dbs = cifar_lmdb if f.dataset == "cifar" else image_lmdb
+    net = f.build(data=small_data(dbs, f.dataset), **f.references[label])
+    check_in_caffe(caffe, net, tmp_path, run=False)
