@@ -97,8 +97,7 @@ class Net:
     def __init__(self, name: str, defaults: Mapping[str, Mapping[str, Any]] | None = None):
         self.name = name
         self.entries: list[LayerEntry] = []
-        self._scope: list[str] = []
-        self._prefix = ""  # "_".join(self._scope) + "_", or "" outside any scope
+        self._prefix = ""  # the open scopes' names, each followed by "_"
         self._blocks: list[str] = []
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
         self._merged_defaults: dict[str, dict[str, Any]] = {}  # per type, for the scopes now open
@@ -106,8 +105,8 @@ class Net:
         self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
         self._names: dict[str, frozenset[Phase]] = {}
         self._templates = LayerTemplates()
-        # (setting, bottom shapes, top count, declared shapes) -> Figures: a rule is a
-        # pure function of these, and nets repeat them (each BatchNorm of a stage)
+        # (setting incl. top count, bottom shapes, declared shapes) -> Figures: a rule is
+        # a pure function of these, and nets repeat them (each BatchNorm of a stage)
         self._costs: dict[tuple[Any, ...], Figures] = {}
         # per phase: how many entries are inferred, blob shapes, report rows so far
         self._inferred: dict[Phase, tuple[int, dict[str, Shape], list[LayerRow]]] = {}
@@ -120,14 +119,12 @@ class Net:
         if not name:
             yield self.scoped("")
             return
-        self._scope.append(name)
         outer, self._prefix = self._prefix, f"{self._prefix}{name}_"
         if block:
             self._blocks.append(self.scoped(""))
         try:
             yield self.scoped("")
         finally:
-            self._scope.pop()
             self._prefix = outer
             if block:
                 self._blocks.pop()
