@@ -37,6 +37,10 @@ setup(
         "numpy>=2.0",
         "graphviz>=0.20",
         "jinja2>=3.1",
+        "lmdb>=1.4",  # writing Caffe's Data-layer databases
+        "h5py>=3.10",  # writing HDF5Data files
+        "pillow>=10",  # reading and resizing image folders
+        "matplotlib>=3.8",  # plotting training logs
     ],
     entry_points={"console_scripts": ["pynetbuilder=pynetbuilder.commands:main"]},
     cmdclass={"build_py": BuildPyWithSchema},
