@@ -7,20 +7,35 @@ of it can be.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from pynetbuilder.cli import EXIT_USAGE, run
-from pynetbuilder.commands import build
 
 VERSION = "0.2.0"
 
-# name -> (one-line help, main(argv) -> None)
-COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], None]]] = {
-    "build": ("write train/test/deploy prototxt and the report of a model", build.main),
+# name -> (one-line help, "module:function" in this package; imported when used, so a
+# command's dependencies load only for that command)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("write train/test/deploy prototxt and the report of a model", "build:main"),
     "list": ("list the model families, their knobs and reference configurations",
-             build.list_main),
+             "build:list_main"),
+    "data": ("write an image folder or NumPy arrays as Caffe LMDB / HDF5 data", "data:main"),
+    "train": ("write train/test/solver for a model and train it with real Caffe",
+              "train:main"),
+    "time": ("time a net's forward and backward passes per layer (caffe time)", "time:main"),
+    "plot": ("parse a Caffe training log into CSV and plot loss and accuracy", "plot:main"),
+    "analyze": ("per-layer shapes, params and MACs of any prototxt or model", "analyze:main"),
+    "compare": ("compare the totals of several nets, and where they differ", "compare:main"),
+    "draw": ("draw a net with Graphviz (SVG, PNG ...)", "draw:main"),
+    "report": ("write a self-contained HTML report of a net", "report:main"),
 }
+
+
+def _load(target: str) -> Callable[[Sequence[str]], None]:
+    module, function = target.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
 
 
 def usage() -> str:
@@ -44,4 +59,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pynetbuilder: error: unknown command {args[0]!r}; commands: "
               f"{', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE
-    return run(command[1], args[1:], prog="pynetbuilder")
+    return run(_load(command[1]), args[1:], prog="pynetbuilder")
