@@ -42,6 +42,8 @@ setup(
         "pillow>=10",  # reading and resizing image folders
         "matplotlib>=3.8",  # plotting training logs
     ],
+    # `pynetbuilder data --digits` reads scikit-learn's bundled handwritten digits
+    extras_require={"digits": ["scikit-learn>=1.4"]},
     entry_points={"console_scripts": ["pynetbuilder=pynetbuilder.commands:main"]},
     cmdclass={"build_py": BuildPyWithSchema},
 )

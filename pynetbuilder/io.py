@@ -20,6 +20,9 @@ def write_files(files: Mapping[str | Path, str]) -> list[Path]:
     staged: list[tuple[Path, Path]] = []
     created: list[Path] = []
     done = False
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask  # what open() would give; mkstemp makes files 0600
     try:
         for name, text in files.items():
             target = Path(name)
@@ -30,6 +33,7 @@ def write_files(files: Mapping[str | Path, str]) -> list[Path]:
             staged.append((Path(tmp), target))
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+            os.chmod(tmp, mode)
         for tmp, target in staged:
             os.replace(tmp, target)
         done = True

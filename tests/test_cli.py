@@ -90,3 +90,18 @@ def test_too_small_input_is_a_clear_error():
     with pytest.raises(ShapeError, match="too small"):
         Conv("conv", 8, 5, pad=0)(net, x)
         net.report()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Outputs are readable as any file the user writes (umask applies), not 0600."""
+    import os
+    import stat
+
+    from pynetbuilder.io import write_files
+
+    old = os.umask(0o022)
+    try:
+        (path,) = write_files({tmp_path / "a" / "deploy.prototxt": "name: 'x'\n"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
