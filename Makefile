@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test caffe schema lint bench clean
+.PHONY: run test caffe schema lint bench clean browser
 
 $(STAMP): setup.py requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ caffe: schema
 run: schema
 	$(PY) apps/imagenet/build_resnet.py -m bottleneck -b 3 4 6 3 -n 256 --no-fc_layers -o out/resnet50
 
-test: caffe
+# Graphviz (drawings) and Debian's chromium (the HTML report's browser test)
+browser:
+	@$(PYTHON) tools/browser_setup.py
+
+test: caffe browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

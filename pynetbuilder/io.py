@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-def write_files(files: Mapping[str | Path, str]) -> list[Path]:
-    """Write every ``path -> text``, all or nothing.
+def write_files(files: Mapping[str | Path, str | bytes]) -> list[Path]:
+    """Write every ``path -> text`` (or bytes), all or nothing.
 
     Each file is first written in full to a temporary file beside its target;
     only when all are written are they renamed into place (``os.replace`` is
@@ -31,8 +31,12 @@ def write_files(files: Mapping[str | Path, str]) -> list[Path]:
             created.extend(missing)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
             staged.append((Path(tmp), target))
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            if isinstance(text, bytes):
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(text)
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
             os.chmod(tmp, mode)
         for tmp, target in staged:
             os.replace(tmp, target)

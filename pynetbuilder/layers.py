@@ -515,3 +515,336 @@ def apply_rule(
                 f"from input {bottoms[0] if bottoms else ()}: the input is too small for the net"
             )
     return cost
+
+
+# ---------------------------------------------------------------- more layer types
+# (each follows the Reshape/LayerSetUp code of the pinned Caffe's src/caffe/layers/*.cpp)
+
+
+def _legacy(shape: Shape, index: int) -> int:
+    """Caffe's ``Blob::LegacyShape``: num/channels/height/width, 1 past the last axis."""
+    return shape[index] if index < len(shape) else 1
+
+
+@rule("Normalize")
+def _normalize(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """SSD's L2 normalisation: same shape; one learnt scale per channel (a scalar if
+    ``channel_shared``, the default)."""
+    bottom = bottoms[0]
+    if len(bottom) < 2:
+        raise ShapeError(f"Normalize layer {layer.name!r} needs at least 2 axes, got {bottom}")
+    shared = layer.norm_param.channel_shared
+    return LayerCost([bottom], [ParamBlob(() if shared else (bottom[1],))])
+
+
+@rule("Permute")
+def _permute(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """Axes in ``order``, then the axes it does not name in their order."""
+    bottom = bottoms[0]
+    order = list(layer.permute_param.order)
+    if any(o >= len(bottom) for o in order) or len(set(order)) != len(order):
+        raise ShapeError(
+            f"Permute layer {layer.name!r}: order {order} must name distinct axes of {bottom}"
+        )
+    order += [i for i in range(len(bottom)) if i not in order]
+    return LayerCost([tuple(bottom[o] for o in order)])
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to a C float, as Caffe stores it."""
+    import struct
+
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def _prior_count(layer: Any) -> int:
+    """Priors per location: aspect ratios (1, each new ratio, its flip) x min sizes,
+    plus one per max size (PriorBoxLayer::LayerSetUp)."""
+    p = layer.prior_box_param
+    if not p.min_size:
+        raise ShapeError(f"PriorBox layer {layer.name!r} needs min_size")
+    ratios = [1.0]
+    for ar in p.aspect_ratio:
+        if any(abs(ar - r) < 1e-6 for r in ratios):
+            continue
+        ratios.append(ar)
+        if p.flip:
+            ratios.append(_float32(1.0 / ar))
+    if p.max_size and len(p.max_size) != len(p.min_size):
+        raise ShapeError(
+            f"PriorBox layer {layer.name!r}: {len(p.max_size)} max_size for "
+            f"{len(p.min_size)} min_size"
+        )
+    return len(ratios) * len(p.min_size) + len(p.max_size)
+
+
+@rule("PriorBox")
+def _prior_box(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """``1 x 2 x (H * W * priors * 4)``: box corners and their variances."""
+    f = bottoms[0]
+    return LayerCost([(1, 2, _legacy(f, 2) * _legacy(f, 3) * _prior_count(layer) * 4)])
+
+
+@rule("DetectionOutput")
+def _detection_output(
+    layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None
+) -> LayerCost:
+    """``1 x 1 x 1 x 7`` at set-up (one row per kept box after a forward pass)."""
+    p = layer.detection_output_param
+    loc, conf, prior = bottoms[:3]
+    priors = _legacy(prior, 2) // 4
+    loc_classes = 1 if p.share_location else p.num_classes
+    if loc[0] != conf[0]:
+        raise ShapeError(
+            f"DetectionOutput layer {layer.name!r}: location and confidence inputs have "
+            f"batch {loc[0]} and {conf[0]}"
+        )
+    if priors * loc_classes * 4 != _legacy(loc, 1):
+        raise ShapeError(
+            f"DetectionOutput layer {layer.name!r}: {priors} priors need "
+            f"{priors * loc_classes * 4} location values per image, got {_legacy(loc, 1)}"
+        )
+    if priors * p.num_classes != _legacy(conf, 1):
+        raise ShapeError(
+            f"DetectionOutput layer {layer.name!r}: {priors} priors x {p.num_classes} "
+            f"classes need {priors * p.num_classes} confidences per image, "
+            f"got {_legacy(conf, 1)}"
+        )
+    return LayerCost([(1, 1, 1, 7)])
+
+
+@rule("DetectionEvaluate")
+def _detection_evaluate(
+    layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None
+) -> LayerCost:
+    """``1 x 1 x (positive classes + detections) x 5``."""
+    p = layer.detection_evaluate_param
+    positive = p.num_classes if p.background_label_id == -1 else p.num_classes - 1
+    return LayerCost([(1, 1, positive + _legacy(bottoms[0], 2), 5)])
+
+
+@rule("MultiBoxLoss", "SmoothL1Loss")
+def _scalar_loss(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    return LayerCost([()])
+
+
+@rule("ArgMax")
+def _argmax(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    p = layer.argmax_param
+    bottom = bottoms[0]
+    if p.HasField("axis"):
+        shape = list(bottom)
+        shape[_axis(p.axis, len(bottom))] = p.top_k
+    else:
+        shape = [1] * max(len(bottom), 3)
+        shape[0], shape[2] = bottom[0], p.top_k
+        if p.out_max_val:
+            shape[1] = 2
+    return LayerCost([tuple(shape)])
+
+
+@rule("Tile")
+def _tile(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    p = layer.tile_param
+    if p.tiles < 1:
+        raise ShapeError(f"Tile layer {layer.name!r} needs a positive number of tiles")
+    shape = list(bottoms[0])
+    axis = _axis(p.axis, len(shape))
+    shape[axis] *= p.tiles
+    return LayerCost([tuple(shape)])
+
+
+@rule("Reduction")
+def _reduction(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """Keeps the axes before ``axis`` (a scalar for axis 0)."""
+    bottom = bottoms[0]
+    return LayerCost([bottom[: _axis(layer.reduction_param.axis, len(bottom))]])
+
+
+@rule("Embed")
+def _embed(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    p = layer.embed_param
+    blobs = [ParamBlob((p.input_dim, p.num_output))]
+    if p.bias_term:
+        blobs.append(ParamBlob((p.num_output,)))
+    return LayerCost([(*bottoms[0], p.num_output)], blobs)
+
+
+@rule("Upsample")
+def _upsample(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """Nearest-neighbour: the last axis (``dims_num`` 3) or last two (4) times ``scale``."""
+    p = layer.upsample_param
+    if p.dims_num not in (3, 4):
+        raise ShapeError(f"Upsample layer {layer.name!r}: dims_num must be 3 or 4")
+    shape = list(bottoms[0])
+    shape[-1] *= p.scale
+    if p.dims_num == 4:
+        shape[-2] *= p.scale
+    return LayerCost([tuple(shape)])
+
+
+@rule("PixelShuffle")
+def _pixel_shuffle(
+    layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None
+) -> LayerCost:
+    r = layer.pixelshuffle_param.upscale_factor
+    shape = list(bottoms[0])
+    if r < 1 or shape[1] % r:
+        raise ShapeError(
+            f"PixelShuffle layer {layer.name!r}: channels {shape[1]} not divisible by "
+            f"upscale_factor {r}"
+        )
+    shape[-3] //= r * r
+    shape[-2] *= r
+    shape[-1] *= r
+    return LayerCost([tuple(shape)])
+
+
+@rule("Pad")
+def _pad(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """Pads the last two axes of a 2-, 3- or 4-axis blob (up/down, left/right)."""
+    p = layer.pad_param
+    shape = list(bottoms[0])
+    if not 2 <= len(shape) <= 4:
+        raise ShapeError(f"Pad layer {layer.name!r} takes 2 to 4 axes, got {bottoms[0]}")
+    shape[-2] += p.pad_u + p.pad_d
+    shape[-1] += p.pad_l + p.pad_r
+    return LayerCost([tuple(shape)])
+
+
+@rule("Resize")
+def _resize(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """Bilinear resize to ``height`` x ``width`` or, ``is_pyramid_test``, by scale
+    factors (truncated as C++'s ``int()``)."""
+    p = layer.resize_param
+    n, c = _legacy(bottoms[0], 0), _legacy(bottoms[0], 1)
+    if p.is_pyramid_test:
+        h = int(_float32(p.out_height_scale) * _legacy(bottoms[0], 2))
+        w = int(_float32(p.out_width_scale) * _legacy(bottoms[0], 3))
+    else:
+        h, w = p.height, p.width
+    return LayerCost([(n, c, h, w)])
+
+
+@rule("BilinearInterpolate")
+def _bilinear(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """To ``dst_h`` x ``dst_w`` (a missing one keeps the input's) or, with only
+    ``scale_factor``, the input's size times it (truncated)."""
+    p = layer.bilinear_interpolate_param
+    b = bottoms[0]
+    h, w = _legacy(b, 2), _legacy(b, 3)
+    sizes = p.HasField("dst_h") or p.HasField("dst_w")
+    if sizes == p.HasField("scale_factor"):
+        raise ShapeError(
+            f"BilinearInterpolate layer {layer.name!r} needs dst_h/dst_w or scale_factor "
+            "(one of them; Caffe leaves the size undefined otherwise)"
+        )
+    if sizes:
+        h = p.dst_h if p.HasField("dst_h") else h
+        w = p.dst_w if p.HasField("dst_w") else w
+    else:
+        scale = _float32(p.scale_factor)
+        h, w = int(h * scale), int(w * scale)
+    return LayerCost([(_legacy(b, 0), _legacy(b, 1), h, w)])
+
+
+@rule("MaxUnPool")
+def _max_unpool(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    p = layer.max_unpool_param
+    n, c = bottoms[0][:2]
+    return LayerCost([(n, c, p.dst_h, p.dst_w)])
+
+
+@rule("Unsqueeze")
+def _unsqueeze(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """A 1 inserted before axis ``dim`` (negative counts from the end; at the end the
+    pinned Caffe inserts nothing)."""
+    bottom = bottoms[0]
+    index = layer.unsqueeze_param.dim
+    if index < 0:
+        index += len(bottom) + 1
+    if not 0 <= index <= len(bottom):
+        raise ShapeError(f"Unsqueeze layer {layer.name!r}: dim out of range for {bottom}")
+    shape: list[int] = []
+    for i, d in enumerate(bottom):
+        if i == index:
+            shape.append(1)
+        shape.append(d)
+    return LayerCost([tuple(shape)])
+
+
+@rule("Parameter")
+def _parameter(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """A learnt blob as a top."""
+    shape = tuple(int(d) for d in layer.parameter_param.shape.dim)
+    return LayerCost([shape], [ParamBlob(shape)])
+
+
+@rule("BatchReindex")
+def _batch_reindex(
+    layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None
+) -> LayerCost:
+    if len(bottoms[1]) != 1:
+        raise ShapeError(f"BatchReindex layer {layer.name!r}: the index input must be 1-D")
+    return LayerCost([(bottoms[1][0], *bottoms[0][1:])])
+
+
+@rule("Im2col")
+def _im2col(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    p = layer.convolution_param
+    bottom = bottoms[0]
+    nd = len(bottom) - 2
+    kernel = _spatial(p, "kernel", 0, nd)
+    stride, pad = _spatial(p, "stride", 1, nd), _spatial(p, "pad", 0, nd)
+    dilation = _spatial(p, "dilation", 1, nd)
+    out = tuple(
+        (size + 2 * pd - (d * (k - 1) + 1)) // s + 1
+        for size, k, s, pd, d in zip(bottom[2:], kernel, stride, pad, dilation)
+    )
+    return LayerCost([(bottom[0], bottom[1] * count(kernel), *out)])
+
+
+def _pooled(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Caffe's pooled size (ceil, last window starting inside the image)."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@rule("SPP")
+def _spp(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    """Spatial pyramid pooling: level ``l`` pools into ``2**l`` bins per side (kernel
+    ``ceil(size / bins)``, padding to cover the image); one level is a plain pooling,
+    more are flattened and concatenated."""
+    n, c, h, w = bottoms[0]
+    levels = layer.spp_param.pyramid_height
+    total = 0
+    for level in range(levels):
+        bins = 2**level
+        kh, kw = -(-h // bins), -(-w // bins)
+        ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        oh, ow = _pooled(h, kh, kh, ph), _pooled(w, kw, kw, pw)
+        if levels == 1:
+            return LayerCost([(n, c, oh, ow)])
+        total += c * oh * ow
+    return LayerCost([(n, total)])
+
+
+@rule("PSROIPooling")
+def _psroi_pooling(
+    layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None
+) -> LayerCost:
+    """``rois x output_dim x group_size x group_size`` (R-FCN)."""
+    p = layer.psroi_pooling_param
+    if _legacy(bottoms[0], 1) != p.output_dim * p.group_size**2:
+        raise ShapeError(
+            f"PSROIPooling layer {layer.name!r}: input channels {_legacy(bottoms[0], 1)} must "
+            f"be output_dim x group_size^2 = {p.output_dim * p.group_size**2}"
+        )
+    return LayerCost([(_legacy(bottoms[1], 0), p.output_dim, p.group_size, p.group_size)])
+
+
+@rule("HDF5Output")
+def _no_tops(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
+    return LayerCost([])

@@ -29,8 +29,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from pynetbuilder.errors import NetError
-from pynetbuilder.layers import LayerCost, ParamBlob, Shape, apply_rule, count
+from pynetbuilder.errors import NetError, ShapeError
+from pynetbuilder.layers import (
+    LayerCost,
+    ParamBlob,
+    Shape,
+    UnknownShapeError,
+    apply_rule,
+    count,
+)
 
 
 class Figures(NamedTuple):
@@ -100,6 +107,18 @@ class LayerRow:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedLayer:
+    """A layer the analysis could not size, and why (its tops' shapes are unknown)."""
+
+    name: str
+    type: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.type, "reason": self.reason}
+
+
 @dataclass
 class Totals:
     params: int
@@ -116,6 +135,9 @@ class Report:
     phase: str
     rows: list[LayerRow]
     blob_shapes: dict[str, Shape] = field(default_factory=dict)
+    # layers not analysed (no shape rule, or an input of unknown shape): not in rows,
+    # so the totals exclude them
+    skipped: list[SkippedLayer] = field(default_factory=list)
 
     @property
     def totals(self) -> Totals:
@@ -135,10 +157,12 @@ class Report:
         )
 
     def to_json(self) -> dict[str, Any]:
+        skipped = {"skipped_layers": [s.as_dict() for s in self.skipped]} if self.skipped else {}
         return {
             "net": self.name,
             "phase": self.phase,
             **asdict(self.totals),
+            **skipped,
             "conventions": {
                 "params": "learnable parameter blobs (all but BatchNorm statistics)",
                 "macs": "multiply-accumulates of Convolution, Deconvolution, InnerProduct",
@@ -171,14 +195,25 @@ class Report:
             return "  ".join(left + right).rstrip()
 
         rule = "-" * len(fmt(headers))
-        return "\n".join([fmt(headers), rule, *map(fmt, lines), rule, fmt(total)]) + "\n"
+        return "\n".join([fmt(headers), rule, *map(fmt, lines), rule, fmt(total),
+                          *self.skipped_lines()]) + "\n"
+
+    def skipped_lines(self) -> list[str]:
+        """One line per layer that could not be analysed (none when all were)."""
+        if not self.skipped:
+            return []
+        return [f"not analysed ({len(self.skipped)} layers, excluded from the totals):"] + [
+            f"  {s.name} ({s.type}): {s.reason}" for s in self.skipped
+        ]
 
     def summary(self) -> str:
         t = self.totals
+        excluded = (f" (excluding {len(self.skipped)} layers not analysed)"
+                    if self.skipped else "")
         return (
             f"{self.name} ({self.phase}): {t.params:,} learnable params "
             f"({t.params / 1e6:.3f} M), {t.macs:,} MACs ({t.macs / 1e9:.3f} G), "
-            f"{t.activations:,} activations, {t.layers} layers"
+            f"{t.activations:,} activations, {t.layers} layers{excluded}"
         )
 
 
@@ -202,24 +237,66 @@ def analyze(
     declared: Mapping[str, Sequence[Shape]] | None = None,
     blocks: Mapping[str, str] | None = None,
     phase: str = "",
+    skip_unknown: bool = False,
 ) -> Report:
     """Infer every blob shape and count every layer of a ``NetParameter``.
 
     ``inputs`` gives shapes of blobs no layer produces (besides the prototxt's
     own ``input:`` header), ``declared`` the top shapes of layers whose shape the
     prototxt does not hold (data layers), keyed by layer name.
+
+    With ``skip_unknown``, a layer whose shapes cannot be inferred (a type without a
+    rule, a Python layer, a rule that cannot read its input) does not stop the
+    analysis: it goes to ``report.skipped`` with the reason, its tops' shapes stay
+    unknown and so does every layer reading them.  A ``ShapeError`` (a net Caffe
+    would refuse: inputs that do not fit) is raised either way.
     """
     blob_shapes: dict[str, Shape] = {**_header_inputs(net), **dict(inputs or {})}
     rows = []
+    skipped: list[SkippedLayer] = []
+    unknown: dict[str, str] = {}  # blob of unknown shape -> layer that wrote it
     for layer in net.layer:
+        lost = [b for b in layer.bottom if b in unknown]
+        if lost:
+            reason = (f"input blob {lost[0]!r} has an unknown shape (from layer "
+                      f"{unknown[lost[0]]!r})")
+            skipped.append(SkippedLayer(layer.name, layer.type, reason))
+            unknown.update((t, unknown[lost[0]]) for t in layer.top)
+            continue
         for b in layer.bottom:
             if b not in blob_shapes:
                 raise NetError(
                     f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces"
                 )
         bottoms = [blob_shapes[b] for b in layer.bottom]
-        cost = apply_rule(layer, bottoms, (declared or {}).get(layer.name))
-        for top, shape in zip(layer.top, cost.tops):
-            blob_shapes[top] = shape
-        rows.append(LayerRow.of(layer, cost, (blocks or {}).get(layer.name, "")))
-    return Report(name=net.name, phase=phase, rows=rows, blob_shapes=blob_shapes)
+        try:
+            cost = apply_rule(layer, bottoms, (declared or {}).get(layer.name))
+        except UnknownShapeError as exc:
+            if not skip_unknown:
+                raise
+            reason = str(exc)
+            if layer.type == "Python":
+                p = layer.python_param
+                reason = (f"Python layer {p.module}.{p.layer}: its output shapes are set by "
+                          "its own code, which analysis does not run")
+        except ShapeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a rule that cannot read this input
+            if not skip_unknown:
+                raise
+            reason = f"cannot infer its output shape from inputs {bottoms}: {exc}"
+        else:
+            for top, shape in zip(layer.top, cost.tops):
+                blob_shapes[top] = shape
+            rows.append(LayerRow.of(layer, cost, (blocks or {}).get(layer.name, "")))
+            continue
+        for prefix in (f"{layer.type} layer {layer.name!r}: ", f"layer {layer.name!r}: "):
+            reason = reason.removeprefix(prefix)
+        if layer.top:
+            reason += f" (so the shape of {', '.join(map(repr, layer.top))} is unknown)"
+        skipped.append(SkippedLayer(layer.name, layer.type, reason))
+        for top in layer.top:
+            blob_shapes.pop(top, None)  # an in-place layer leaves its blob unknown too
+            unknown[top] = layer.name
+    return Report(name=net.name, phase=phase, rows=rows, blob_shapes=blob_shapes,
+                  skipped=skipped)

@@ -1,0 +1,728 @@
+"""Load a net to analyse: a Caffe prototxt file or a registry model with knobs.
+
+``load(NET)`` gives an :class:`Inspected`: the ``NetParameter`` of one phase and its
+:class:`~pynetbuilder.report.Report`.  ``NET`` is
+
+- a prototxt path (any valid Caffe net: deploy or train/test, ``input:`` +
+  ``input_dim``/``input_shape`` headers, ``Input`` layers, data layers, the old
+  ``layers { type: CONVOLUTION }`` format, which is upgraded as Caffe does), or
+- a model of the registry: ``NAME`` with knob flags as ``pynetbuilder build`` takes
+  them (``knobs=["--depth", "110"]``, data flags included), or in one word
+  ``NAME:KNOB=VALUE[:KNOB=VALUE ...]`` with list items separated by commas
+  (``resnet_imagenet:blocks=3,4,23,3:num_output_stage1=256``).
+
+Conventions:
+
+- ``phase`` ``train`` / ``test`` keep the layers Caffe keeps in that phase
+  (``include``/``exclude`` rules, with the net's ``state`` level and stages);
+  ``deploy`` is Caffe's TEST phase for a prototxt (what ``caffe.Net(file, TEST)``
+  builds) and the deploy net for a model.
+- ``input_shape`` (``--input-shape N,C,H,W``; ``C,H,W`` keeps the batch size):
+  replaces the shape of the net's one input (``input:`` header or ``Input``
+  layer; a net with several inputs is refused).  Data layers (``Data``,
+  ``ImageData``, ``HDF5Data``, ``AnnotatedData``, ``WindowData``) take their batch
+  size and crop (or resize) from the prototxt; what the prototxt does not hold
+  (channels, the image size when nothing crops or resizes) comes from
+  ``input_shape``, else from the data source itself when it can be read (the
+  first record of an LMDB, the first image of an ImageData list, the first HDF5
+  file), else the net is refused with what to give.
+- A layer type without a shape rule (or a Python layer) does not stop the
+  analysis: it and every layer that reads its outputs are listed in
+  ``report.skipped`` with the reason, and the totals exclude them.
+- Blocks (``report.rows[i].block``): a registry model's rows carry the lego block
+  they belong to; for a prototxt a layer's block is derived from its name (see
+  :func:`block_of_name`), an in-place layer (BatchNorm, Scale, ReLU written into
+  its input) joining the block of the layer that produced its blob.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+
+from pynetbuilder.errors import NetError, UsageError
+from pynetbuilder.layers import Shape
+from pynetbuilder.report import Report, analyze
+from pynetbuilder.schema import caffe_pb2
+
+PHASES = ("deploy", "train", "test")
+# data layers whose top shapes the prototxt does not hold
+DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData")
+
+
+@dataclass
+class Inspected:
+    """A net ready to report on.
+
+    ``name`` is the argument as given (file path or model spec), ``net`` the
+    ``NetParameter`` of the analysed phase (only the layers Caffe keeps in it),
+    ``report`` its analysis, ``source`` ``"prototxt"`` or ``"model"``, ``notes``
+    how the input shapes were found (one line each).
+    """
+
+    name: str
+    net: Any
+    report: Report
+    source: str
+    phase: str
+    notes: tuple[str, ...] = ()
+
+    def groups(self) -> dict[str, str]:
+        """Layer name -> block, for every analysed layer: the row's block, else one
+        derived from the layer's name as for a prototxt (so ``conv1`` of a model,
+        outside any lego block, is the group ``conv1``)."""
+        derived = derive_blocks(self.net)
+        return {r.name: r.block or derived.get(r.name, r.name) for r in self.report.rows}
+
+
+def load(
+    net_arg: str,
+    knobs: Sequence[str] = (),
+    *,
+    phase: str = "deploy",
+    input_shape: tuple[int, ...] | None = None,
+) -> Inspected:
+    """Load ``net_arg`` (a prototxt path or a registry model, see the module doc) and
+    analyse it in ``phase``.  Bad input raises :class:`UsageError` (bad argument,
+    unreadable file, missing input shape) or :class:`NetError` (a net Caffe would
+    refuse: unparsable text with file, line and column, a bottom never produced, a
+    cycle, shapes that do not fit); the message is one line."""
+    if phase not in PHASES:
+        raise UsageError(f"phase must be one of {', '.join(PHASES)}, not {phase!r}")
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+        if not input_shape or any(not isinstance(d, int) or d < 1 for d in input_shape):
+            raise UsageError(f"input shape must be positive integers, got {input_shape}")
+    path = Path(net_arg)
+    if path.is_file() or net_arg.endswith((".prototxt", ".pt", ".txt")):
+        if knobs:
+            raise UsageError(
+                f"{net_arg} is a prototxt file: knob flags ({' '.join(knobs)}) apply to "
+                "registry models only"
+            )
+        return _load_prototxt(net_arg, phase, input_shape)
+    return _load_model(net_arg, knobs, phase, input_shape)
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` (or ``1x3x224x224``) as a shape; UsageError naming the format."""
+    parts = re.split(r"[,x]", text.strip())
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise UsageError(
+            f"--input-shape takes positive integers N,C,H,W (or C,H,W), got {text!r}"
+        )
+    return shape
+
+
+# ---------------------------------------------------------------- prototxt
+
+
+def read_prototxt(path: str | Path) -> Any:
+    """Parse a prototxt file into a ``NetParameter`` (V1 ``layers`` upgraded).
+
+    A syntax error is a NetError naming the file, line and column protobuf reports.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a UTF-8 text file"
+        raise UsageError(f"cannot read {path}: {reason}") from None
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as exc:
+        message = str(exc).split(" : ", 1)[-1].replace("pynetbuilder.caffe.", "")
+        where = f"line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else ""
+        raise NetError(
+            f"{path}:{exc.GetLine() or '?'}:{exc.GetColumn() or '?'}: not a valid Caffe "
+            f"prototxt ({where + ': ' if where else ''}{message})"
+        ) from None
+    if net.layers:
+        if net.layer:
+            raise NetError(
+                f"{path}: mixes the old 'layers' and the new 'layer' format; use one"
+            )
+        _upgrade_v1(net)
+    if not net.layer and not net.input:
+        raise NetError(f"{path}: the net has no layers and no inputs")
+    return net
+
+
+def _load_prototxt(
+    path: str, phase: str, input_shape: tuple[int, ...] | None
+) -> Inspected:
+    full = read_prototxt(path)
+    net = filter_phase(full, phase)
+    where = f"{path} ({phase} phase)" if phase != "deploy" else path
+    check_topology(net, where)
+    inputs, declared, notes = input_shapes(net, input_shape, Path(path).parent)
+    report = analyze(
+        net, inputs=inputs, declared=declared, blocks=derive_blocks(net),
+        phase=phase, skip_unknown=True,
+    )
+    if not report.name:
+        report.name = Path(path).stem
+    return Inspected(path, net, report, "prototxt", phase, tuple(notes))
+
+
+# Caffe's NetState for a phase name; deploy nets are built in TEST (caffe.Net(f, TEST)).
+_CAFFE_PHASES = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST, "deploy": caffe_pb2.TEST}
+
+
+def filter_phase(net: Any, phase: str) -> Any:
+    """The layers Caffe keeps in ``phase`` (Net::FilterNet's rules), as a new net."""
+    state = caffe_pb2.NetState()
+    state.CopyFrom(net.state)
+    state.phase = _CAFFE_PHASES[phase]
+    kept = caffe_pb2.NetParameter()
+    kept.CopyFrom(net)
+    del kept.layer[:]
+    kept.state.CopyFrom(state)
+    for layer in net.layer:
+        if layer.include:
+            keep = any(_meets(state, rule) for rule in layer.include)
+        else:
+            keep = not any(_meets(state, rule) for rule in layer.exclude)
+        if keep:
+            kept.layer.append(layer)
+    return kept
+
+
+def _meets(state: Any, rule: Any) -> bool:
+    """Caffe's Net::StateMeetsRule."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def check_topology(net: Any, where: str) -> None:
+    """Refuse what Caffe refuses: a bottom no earlier layer produces (naming a later
+    producer, or the cycle it belongs to) and a blob written by two layers unless in place."""
+    available = set(net.input)
+    for i, layer in enumerate(net.layer):
+        for b in layer.bottom:
+            if b not in available:
+                raise NetError(f"{where}: {_missing_bottom(net, i, b, available)}")
+        for j, top in enumerate(layer.top):
+            inplace = j < len(layer.bottom) and layer.bottom[j] == top
+            if top in available and not inplace:
+                raise NetError(
+                    f"{where}: layer {layer.name!r} writes blob {top!r}, which an earlier "
+                    "layer already produced (Caffe: 'produced by multiple sources'); only a "
+                    "layer writing in place (top equal to its bottom) may reuse a blob"
+                )
+            available.add(top)
+
+
+def _missing_bottom(net: Any, index: int, blob: str, available: set[str]) -> str:
+    layers = list(net.layer)
+    layer = layers[index]
+    later = [k for k in range(index + 1, len(layers)) if blob in layers[k].top]
+    if not later:
+        close = get_close_matches(blob, sorted(available), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (f"layer {layer.name!r} reads blob {blob!r}, which no layer produces{hint}")
+    cycle = _cycle_through(layers, index)
+    if cycle:
+        path = " -> ".join(repr(layers[k].name) for k in [*cycle, cycle[0]])
+        return (f"layer {layer.name!r} reads blob {blob!r} in a cycle: {path} (each "
+                "feeds the next; a Caffe net must be acyclic)")
+    return (f"layer {layer.name!r} reads blob {blob!r} before layer "
+            f"{layers[later[0]].name!r} produces it; Caffe runs layers in file order, so "
+            "move the producer above its reader")
+
+
+def _cycle_through(layers: list[Any], start: int) -> list[int]:
+    """Layer indices of a cycle through ``layers[start]`` when bottoms are resolved to
+    any producer (in-place writes ignored), or [] if there is none."""
+    producers: dict[str, list[int]] = {}
+    for k, layer in enumerate(layers):
+        for j, top in enumerate(layer.top):
+            if not (j < len(layer.bottom) and layer.bottom[j] == top):
+                producers.setdefault(top, []).append(k)
+
+    def feeders(k: int) -> list[int]:
+        return [p for b in layers[k].bottom for p in producers.get(b, []) if p != k]
+
+    # depth-first search from start's producers back to start
+    stack: list[tuple[int, list[int]]] = [(start, [start])]
+    seen: set[int] = set()
+    while stack:
+        k, path = stack.pop()
+        for p in feeders(k):
+            if p == start:
+                return list(reversed(path))
+            if p not in seen:
+                seen.add(p)
+                stack.append((p, [*path, p]))
+    return []
+
+
+# ---------------------------------------------------------------- input shapes
+
+
+def input_shapes(
+    net: Any, given: tuple[int, ...] | None, folder: Path | None = None
+) -> tuple[dict[str, Shape], dict[str, list[Shape]], list[str]]:
+    """``(inputs, declared, notes)`` for :func:`~pynetbuilder.report.analyze`: the
+    shapes of header inputs, of ``Input`` layers and of data layers' tops, with
+    ``given`` (``--input-shape``) applied as the module doc says.  ``folder`` is
+    where relative data sources are looked up first (the prototxt's folder; then
+    the working directory, where Caffe looks)."""
+    from pynetbuilder.report import _header_inputs
+
+    if net.input_dim and len(net.input_dim) != 4 * len(net.input):
+        raise NetError(
+            f"{len(net.input)} input(s) need 4 input_dim values each (N, C, H, W), got "
+            f"{len(net.input_dim)}"
+        )
+    if net.input_shape and len(net.input_shape) != len(net.input):
+        raise NetError(
+            f"{len(net.input)} input(s) need one input_shape each, got {len(net.input_shape)}"
+        )
+    header = _header_inputs(net)
+    for name in net.input:
+        if name not in header:
+            raise UsageError(
+                f"input {name!r} of the net has no shape (input_dim / input_shape); "
+                "give --input-shape N,C,H,W"
+            )
+    inputs_layers = [la for la in net.layer if la.type == "Input"]
+    declared: dict[str, list[Shape]] = {}
+    inputs: dict[str, Shape] = {}
+    notes: list[str] = []
+    n_inputs = len(header) + sum(max(len(la.top), 1) for la in inputs_layers)
+    if given is not None and n_inputs > 1:
+        names = [*header, *(t for la in inputs_layers for t in la.top)]
+        raise UsageError(
+            f"--input-shape applies to a net with one input; this one has {n_inputs} "
+            f"({', '.join(names)})"
+        )
+    for name, shape in header.items():
+        if given is not None:
+            inputs[name] = _replace(shape, given, f"input {name!r}")
+            notes.append(f"input {name!r}: {_fmt(inputs[name])} (from --input-shape)")
+    for layer in inputs_layers:
+        shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+        if given is not None:
+            old = shapes[0] if shapes else None
+            declared[layer.name] = [_replace(old, given, f"Input layer {layer.name!r}")]
+            notes.append(f"Input layer {layer.name!r}: {_fmt(declared[layer.name][0])} "
+                         "(from --input-shape)")
+            # the rule reads input_param: give it the new shape
+            del layer.input_param.shape[:]
+            layer.input_param.shape.add().dim.extend(declared[layer.name][0])
+        elif not shapes:
+            raise UsageError(
+                f"Input layer {layer.name!r} declares no shape; give --input-shape N,C,H,W"
+            )
+    for layer in net.layer:
+        if layer.type in DATA_LAYERS:
+            shapes, note = _data_shapes(layer, given, folder)
+            declared[layer.name] = shapes
+            notes.append(note)
+    return inputs, declared, notes
+
+
+def _replace(old: Shape | None, given: tuple[int, ...], what: str) -> Shape:
+    if old is None:
+        return given if len(given) != 3 else (1, *given)
+    if len(given) == len(old):
+        return given
+    if len(given) == len(old) - 1:
+        return (old[0], *given)
+    raise UsageError(
+        f"--input-shape {_fmt(given)} does not fit {what} of shape {_fmt(old)}: give "
+        f"{len(old)} numbers (or {len(old) - 1} to keep the batch size {old[0]})"
+    )
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return ",".join(map(str, shape))
+
+
+def _data_shapes(
+    layer: Any, given: tuple[int, ...] | None, folder: Path | None
+) -> tuple[list[Shape], str]:
+    """Top shapes of one data layer and a note saying where the numbers came from.
+
+    As Caffe's DataTransformer::InferBlobShape: the image's channels and size, the
+    size replaced by ``old_resize_param`` height / width (each when > 0) or
+    ImageData's ``new_height`` x ``new_width`` (both > 0), then by the crop
+    (``crop_size``, else ``crop_h`` / ``crop_w`` each when > 0); batch_size images.
+    """
+    if layer.type == "HDF5Data":
+        return _hdf5_shapes(layer, given, folder)
+    t = layer.transform_param
+    p = {"ImageData": layer.image_data_param,
+         "WindowData": layer.window_data_param}.get(layer.type, layer.data_param)
+    batch, source = p.batch_size, p.source
+    what = {"ImageData": "image list", "WindowData": "window file"}.get(layer.type, "database")
+    origin = ["batch from batch_size"]
+    channels: int | None = None
+    h: int | None = None
+    w: int | None = None
+    if given is not None:
+        channels = given[-3] if len(given) >= 3 else given[0]
+        if len(given) >= 3:
+            h, w = given[-2:]
+        origin.append("image from --input-shape")
+    else:
+        found = _peek_source(layer, source, folder)
+        if found is not None:
+            channels, h, w = found
+            origin.append(f"image from {source}")
+    resized = []
+    if t.HasField("old_resize_param"):
+        r = t.old_resize_param
+        if r.height > 0:
+            h = r.height
+            resized.append("height")
+        if r.width > 0:
+            w = r.width
+            resized.append("width")
+    if layer.type == "ImageData" and p.new_height > 0 and p.new_width > 0:
+        h, w = p.new_height, p.new_width
+        resized.append("new_height x new_width")
+    if resized:
+        origin.append("resize " + ", ".join(resized))
+    crop_h, crop_w = (t.crop_size, t.crop_size) if t.crop_size else (t.crop_h, t.crop_w)
+    if crop_h:
+        h = crop_h
+    if crop_w:
+        w = crop_w
+    if crop_h or crop_w:
+        origin.append("crop")
+    if channels is None or h is None or w is None:
+        needs = "C" if h is not None and w is not None else "C,H,W"
+        raise UsageError(
+            f"{layer.type} layer {layer.name!r}: the shape of its data is not in the "
+            f"prototxt and its {what} {source!r} cannot be read; give --input-shape {needs}"
+            f" (the batch size {batch} comes from batch_size"
+            f"{', the image size from the crop' if needs == 'C' else ''})"
+        )
+    data: Shape = (batch, channels, h, w)
+    shapes = [data]
+    if len(layer.top) > 1:
+        if layer.type == "AnnotatedData":
+            shapes.append(_annotation_shape(layer, batch, folder))
+        else:
+            shapes.append((batch,))
+    note = f"{layer.type} layer {layer.name!r}: {_fmt(data)} ({', '.join(origin)})"
+    return shapes, note
+
+
+def _resolve(source: str, folder: Path | None) -> Path | None:
+    for base in ([folder] if folder is not None else []) + [Path.cwd()]:
+        candidate = (base / source) if not Path(source).is_absolute() else Path(source)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _peek_source(layer: Any, source: str, folder: Path | None) -> tuple[int, ...] | None:
+    """(C, H, W) of the first record of a data layer's source, or None if unreadable."""
+    path = _resolve(source, folder) if source else None
+    if path is None:
+        return None
+    try:
+        if layer.type in ("Data", "AnnotatedData"):
+            if layer.data_param.backend != caffe_pb2.DataParameter.LMDB:
+                return None
+            return _peek_lmdb(path, layer.type == "AnnotatedData")
+        if layer.type == "ImageData":
+            return _peek_image_list(path, layer.image_data_param)
+    except Exception:  # noqa: BLE001 - an unreadable source just means "ask the user"
+        return None
+    return None
+
+
+def _peek_lmdb(path: Path, annotated: bool) -> tuple[int, ...] | None:
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, lock=False, subdir=path.is_dir())
+    try:
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            if not cursor.first():
+                return None
+            value = cursor.value()
+    finally:
+        env.close()
+    if annotated:
+        datum = caffe_pb2.AnnotatedDatum.FromString(value).datum
+    else:
+        datum = caffe_pb2.Datum.FromString(value)
+    if datum.encoded:
+        return _image_shape(datum.data, True)
+    return (datum.channels, datum.height, datum.width)
+
+
+def _annotation_shape(layer: Any, batch: int, folder: Path | None) -> Shape:
+    """AnnotatedData's label top at set-up: ``1 x 1 x boxes x 8`` for the boxes of the
+    first record (at least 1; unreadable: 1), ``batch x 1 x 1 x 1`` without annotations.
+    It grows or shrinks with the boxes of each batch."""
+    boxes = 1
+    path = _resolve(layer.data_param.source, folder) if layer.data_param.source else None
+    if path is not None:
+        try:
+            import lmdb
+
+            env = lmdb.open(str(path), readonly=True, lock=False, subdir=path.is_dir())
+            try:
+                with env.begin() as txn:
+                    cursor = txn.cursor()
+                    value = cursor.value() if cursor.first() else b""
+            finally:
+                env.close()
+            record = caffe_pb2.AnnotatedDatum.FromString(value)
+            if not record.HasField("type"):
+                return (batch, 1, 1, 1)
+            boxes = max(sum(len(g.annotation) for g in record.annotation_group), 1)
+        except Exception:  # noqa: BLE001 - unreadable: the one-box set-up shape
+            boxes = 1
+    return (1, 1, boxes, 8)
+
+
+def _image_shape(data: bytes | Path, color: bool) -> tuple[int, ...]:
+    import io
+
+    from PIL import Image
+
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    with Image.open(source) as image:
+        width, height = image.size
+    return (3 if color else 1, height, width)
+
+
+def _peek_image_list(path: Path, p: Any) -> tuple[int, ...] | None:
+    with path.open(encoding="utf-8") as fh:
+        first = fh.readline().strip()
+    if not first:
+        return None
+    name = first.rsplit(" ", 1)[0]
+    return _image_shape(Path(p.root_folder + name), p.is_color)
+
+
+def _hdf5_shapes(
+    layer: Any, given: tuple[int, ...] | None, folder: Path | None
+) -> tuple[list[Shape], str]:
+    p = layer.hdf5_data_param
+    batch = p.batch_size
+    listing = _resolve(p.source, folder) if p.source else None
+    shapes: list[Shape] | None = None
+    if listing is not None:
+        try:
+            import h5py
+
+            first = listing.read_text(encoding="utf-8").split()[0]
+            h5 = Path(first) if Path(first).is_absolute() else _resolve(first, listing.parent)
+            if h5 is not None:
+                with h5py.File(h5, "r") as f:
+                    shapes = [(batch, *f[top].shape[1:]) for top in layer.top]
+        except Exception:  # noqa: BLE001 - unreadable: fall back to --input-shape
+            shapes = None
+    if shapes is not None:
+        return shapes, f"HDF5Data layer {layer.name!r}: shapes from {p.source}, batch {batch}"
+    if given is not None and len(layer.top) == 1:
+        shape = (batch, *(given[1:] if len(given) == 4 else given))
+        return [shape], (f"HDF5Data layer {layer.name!r}: {_fmt(shape)} (batch from "
+                         "batch_size, the rest from --input-shape)")
+    raise UsageError(
+        f"HDF5Data layer {layer.name!r}: its top shapes come from its HDF5 files and "
+        f"{p.source!r} cannot be read"
+        + ("; --input-shape can stand in only for a layer with one top"
+           if len(layer.top) > 1 else "; give --input-shape C,H,W")
+    )
+
+
+# ---------------------------------------------------------------- blocks
+
+
+def block_of_name(name: str) -> str:
+    """A prototxt layer's block from its name: the part before the first ``/``
+    (``inception_3a/1x1`` -> ``inception_3a``, ``conv2_1/dw`` -> ``conv2_1``), else
+    before the first ``_`` (``res2a_branch2a`` -> ``res2a``, ``conv1_2`` -> ``conv1``),
+    else the whole name (``pool5``)."""
+    if "/" in name:
+        return name.split("/", 1)[0] or name
+    return name.split("_", 1)[0] or name
+
+
+def derive_blocks(net: Any) -> dict[str, str]:
+    """Layer name -> block for a ``NetParameter``: :func:`block_of_name`, except that a
+    layer writing in place joins the block of its blob's producer (``bn2a_branch2a``
+    on ``res2a_branch2a`` belongs to ``res2a``)."""
+    producer_block: dict[str, str] = {name: block_of_name(name) for name in net.input}
+    blocks: dict[str, str] = {}
+    for layer in net.layer:
+        inplace = bool(layer.top) and list(layer.top) == list(layer.bottom[: len(layer.top)])
+        if inplace and layer.bottom[0] in producer_block:
+            block = producer_block[layer.bottom[0]]
+        else:
+            block = block_of_name(layer.name)
+        blocks[layer.name] = block
+        for top in layer.top:
+            producer_block[top] = block
+    return blocks
+
+
+@dataclass(frozen=True)
+class BlockTotals:
+    """The summed figures of one block's layers."""
+
+    block: str
+    layers: int
+    params: int
+    macs: int
+    activations: int
+
+
+def block_rows(inspected: Inspected) -> list[BlockTotals]:
+    """Totals per block (:meth:`Inspected.groups`), blocks in order of first layer."""
+    groups = inspected.groups()
+    sums: dict[str, list[int]] = {}
+    for row in inspected.report.rows:
+        s = sums.setdefault(groups[row.name], [0, 0, 0, 0])
+        s[0] += 1
+        s[1] += row.params
+        s[2] += row.macs
+        s[3] += row.activations
+    return [BlockTotals(name, *s) for name, s in sums.items()]
+
+
+# ---------------------------------------------------------------- V1 upgrade
+
+
+# V1LayerParameter.LayerType -> the type name Caffe's UpgradeV1LayerType gives
+_V1_TYPES = {
+    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
+    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
+    "DATA": "Data", "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
+    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU",
+    "SIGMOID": "Sigmoid", "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence", "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
+}
+_V1_COPIED = ("name", "bottom", "top", "include", "exclude", "loss_weight")
+
+
+def _upgrade_v1(net: Any) -> None:
+    """Rewrite ``layers { type: CONVOLUTION ... }`` as ``layer { type: "Convolution" }``:
+    type names, the ``*_param`` messages both formats share, and ``blobs_lr`` /
+    ``weight_decay`` / ``param`` names as ``param { lr_mult decay_mult name }``."""
+    layer_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    type_names = caffe_pb2.V1LayerParameter.LayerType
+    for old in net.layers:
+        new = net.layer.add()
+        for name in _V1_COPIED:
+            value = getattr(old, name)
+            if name in ("name",):
+                if value:
+                    new.name = value
+            else:
+                getattr(new, name).extend(value)
+        enum_name = type_names.Name(old.type)
+        if enum_name not in _V1_TYPES:
+            raise NetError(f"old-format layer {old.name!r} has no type (V1 type {enum_name})")
+        new.type = _V1_TYPES[enum_name]
+        for field, value in old.ListFields():
+            if field.name.endswith("_param") and field.name in layer_fields:
+                getattr(new, field.name).CopyFrom(value)
+        n = max(len(old.blobs_lr), len(old.weight_decay), len(old.param))
+        for i in range(n):
+            spec = new.param.add()
+            if i < len(old.param):
+                spec.name = old.param[i]
+            if i < len(old.blobs_lr):
+                spec.lr_mult = old.blobs_lr[i]
+            if i < len(old.weight_decay):
+                spec.decay_mult = old.weight_decay[i]
+    del net.layers[:]
+
+
+# ---------------------------------------------------------------- registry models
+
+
+def split_model_spec(spec: str) -> tuple[str, list[str]]:
+    """``NAME:KNOB=VALUE:...`` -> (NAME, knob flag words); list items separated by commas."""
+    name, *pairs = spec.split(":")
+    words: list[str] = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(
+                f"{spec!r}: each knob after the model name is KNOB=VALUE (list items "
+                f"separated by commas), got {pair!r}"
+            )
+        words.append(f"--{key}")
+        words.extend(value.split(","))
+    return name, words
+
+
+def _load_model(
+    spec: str, knobs: Sequence[str], phase: str, input_shape: tuple[int, ...] | None
+) -> Inspected:
+    from pynetbuilder.cli import data_from_args
+    from pynetbuilder.commands.build import family_parser, knob_values
+    from pynetbuilder.models import FAMILIES
+
+    name, words = split_model_spec(spec)
+    if name not in FAMILIES.names():
+        raise UsageError(
+            f"{spec!r} is neither a prototxt file nor a model; known models: "
+            + ", ".join(FAMILIES.names())
+        )
+    family = FAMILIES[name]
+    parser = family_parser(family, f"pynetbuilder {family.name}")
+    args, unknown = parser.parse_known_args([*words, *knobs])
+    if unknown or args.output_folder or args.json or args.table:
+        flag = next((u for u in unknown if u.startswith("-")), unknown[0] if unknown else "-o")
+        raise UsageError(
+            f"{family.name} has no knob {flag!r}; its knobs: "
+            + ", ".join(f"--{k}" for k in family.knobs)
+        )
+    built = family.build(data=data_from_args(args), **knob_values(family, args))
+    proto = built.to_proto(phase)
+    if input_shape is None:
+        report = built.report(phase)
+        notes: list[str] = []
+    else:
+        inputs, declared, notes = input_shapes(proto, input_shape)
+        for layer_name, shapes in built.declared_shapes(phase).items():
+            declared.setdefault(layer_name, shapes)
+        report = analyze(proto, inputs=inputs, declared=declared,
+                         blocks=built.blocks(phase), phase=phase)
+    report.phase = phase
+    label = spec if not knobs else f"{spec} {' '.join(knobs)}"
+    return Inspected(label, proto, report, "model", phase, tuple(notes))
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``1x3x224x224`` (``scalar`` for a 0-d blob)."""
+    return "x".join(map(str, shape)) or "scalar"
+
