@@ -7,6 +7,7 @@ and exit status 2; nothing is written unless everything succeeded.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -113,9 +114,17 @@ def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,
         prog: str | None = None) -> int:
-    """Run ``main`` turning user errors into one line and exit status 2."""
+    """Run ``main`` turning user errors into one line and exit status 2.
+
+    A reader that went away (``pynetbuilder analyze big.prototxt | head``) ends the
+    printing quietly, with status 0.
+    """
     try:
         main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error
+        return 0
     except (UsageError, NetError, OSError) as exc:
         name = prog or Path(sys.argv[0]).name
         if isinstance(exc, OSError) and exc.filename:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pynetbuilder.errors import NetError, UsageError
-from pynetbuilder.layers import Shape, _spatial
+from pynetbuilder.layers import Shape, spatial
 from pynetbuilder.report import Report
 
 LEVELS = ("layer", "block")
@@ -63,8 +63,8 @@ def _scalar_or_dims(values: Sequence[int]) -> str:
 
 def _window(p: Any) -> list[str]:
     """Kernel, stride and pad of a convolution or pooling parameter message."""
-    parts = [_dims(_spatial(p, "kernel", 0))]
-    stride, pad = _spatial(p, "stride", 1), _spatial(p, "pad", 0)
+    parts = [_dims(spatial(p, "kernel", 0))]
+    stride, pad = spatial(p, "stride", 1), spatial(p, "pad", 0)
     if any(s != 1 for s in stride):
         parts.append(f"s{_scalar_or_dims(stride)}")
     if any(pad):
@@ -75,7 +75,7 @@ def _window(p: Any) -> list[str]:
 def _convolution(layer: Any) -> str:
     p = layer.convolution_param
     parts = _window(p)
-    dilation = _spatial(p, "dilation", 1)
+    dilation = spatial(p, "dilation", 1)
     if any(d != 1 for d in dilation):
         parts.append(f"d{_scalar_or_dims(dilation)}")
     if p.group != 1:

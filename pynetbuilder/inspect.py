@@ -287,7 +287,7 @@ def input_shapes(
     ``given`` (``--input-shape``) applied as the module doc says.  ``folder`` is
     where relative data sources are looked up first (the prototxt's folder; then
     the working directory, where Caffe looks)."""
-    from pynetbuilder.report import _header_inputs
+    from pynetbuilder.report import header_inputs
 
     if net.input_dim and len(net.input_dim) != 4 * len(net.input):
         raise NetError(
@@ -298,7 +298,7 @@ def input_shapes(
         raise NetError(
             f"{len(net.input)} input(s) need one input_shape each, got {len(net.input_shape)}"
         )
-    header = _header_inputs(net)
+    header = header_inputs(net)
     for name in net.input:
         if name not in header:
             raise UsageError(

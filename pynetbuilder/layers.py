@@ -139,7 +139,7 @@ _SPATIAL_FIELDS = {
 }
 
 
-def _spatial(p: Any, name: str, default: int, nd: int = 2) -> tuple[int, ...]:
+def spatial(p: Any, name: str, default: int, nd: int = 2) -> tuple[int, ...]:
     """Caffe's kernel/stride/pad/dilation lookup: ``x_h``/``x_w``, else ``x`` (repeated or not)."""
     h_field, w_field, field_name = _SPATIAL_FIELDS[name]
     if h_field is not None and (p.HasField(h_field) or p.HasField(w_field)):
@@ -180,7 +180,7 @@ def _conv_geometry(layer: Any, bottom: Shape) -> _ConvGeometry:
         raise ShapeError(
             f"{layer.type} layer {layer.name!r} needs an N,C,spatial input, got {bottom}"
         )
-    kernel = _spatial(p, "kernel", 0, nd)
+    kernel = spatial(p, "kernel", 0, nd)
     if 0 in kernel:
         raise ShapeError(f"{layer.type} layer {layer.name!r} has no kernel size")
     n, c = bottom[0], bottom[1]
@@ -190,8 +190,8 @@ def _conv_geometry(layer: Any, bottom: Shape) -> _ConvGeometry:
             f"channels {c} and num_output {p.num_output}"
         )
     return _ConvGeometry(
-        n, c, bottom[2:], p.num_output, p.group, kernel, _spatial(p, "stride", 1, nd),
-        _spatial(p, "pad", 0, nd), _spatial(p, "dilation", 1, nd), p.bias_term,
+        n, c, bottom[2:], p.num_output, p.group, kernel, spatial(p, "stride", 1, nd),
+        spatial(p, "pad", 0, nd), spatial(p, "dilation", 1, nd), p.bias_term,
     )
 
 
@@ -242,11 +242,11 @@ def _pooling(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None)
     if p.global_pooling:
         out_h = out_w = 1
     else:
-        kh, kw = _spatial(p, "kernel", 0)
+        kh, kw = spatial(p, "kernel", 0)
         if not kh or not kw:
             raise ShapeError(f"Pooling layer {layer.name!r} has no kernel size")
-        sh, sw = _spatial(p, "stride", 1)
-        ph, pw = _spatial(p, "pad", 0)
+        sh, sw = spatial(p, "stride", 1)
+        ph, pw = spatial(p, "pad", 0)
         rounding = math.ceil if p.ceil_mode else math.floor
         out_h = int(rounding((h + 2 * ph - kh) / sh)) + 1
         out_w = int(rounding((w + 2 * pw - kw) / sw)) + 1
@@ -794,9 +794,9 @@ def _im2col(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) 
     p = layer.convolution_param
     bottom = bottoms[0]
     nd = len(bottom) - 2
-    kernel = _spatial(p, "kernel", 0, nd)
-    stride, pad = _spatial(p, "stride", 1, nd), _spatial(p, "pad", 0, nd)
-    dilation = _spatial(p, "dilation", 1, nd)
+    kernel = spatial(p, "kernel", 0, nd)
+    stride, pad = spatial(p, "stride", 1, nd), spatial(p, "pad", 0, nd)
+    dilation = spatial(p, "dilation", 1, nd)
     out = tuple(
         (size + 2 * pd - (d * (k - 1) + 1)) // s + 1
         for size, k, s, pd, d in zip(bottom[2:], kernel, stride, pad, dilation)

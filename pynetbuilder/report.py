@@ -217,7 +217,7 @@ class Report:
         )
 
 
-def _header_inputs(net: Any) -> dict[str, Shape]:
+def header_inputs(net: Any) -> dict[str, Shape]:
     """Inputs declared with the old ``input:`` + ``input_dim``/``input_shape`` fields."""
     shapes: dict[str, Shape] = {}
     if net.input_shape:
@@ -251,7 +251,7 @@ def analyze(
     unknown and so does every layer reading them.  A ``ShapeError`` (a net Caffe
     would refuse: inputs that do not fit) is raised either way.
     """
-    blob_shapes: dict[str, Shape] = {**_header_inputs(net), **dict(inputs or {})}
+    blob_shapes: dict[str, Shape] = {**header_inputs(net), **dict(inputs or {})}
     rows = []
     skipped: list[SkippedLayer] = []
     unknown: dict[str, str] = {}  # blob of unknown shape -> layer that wrote it

@@ -105,3 +105,24 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_reader_that_goes_away_ends_quietly(tmp_path):
+    """`pynetbuilder build ... --table | head -1`: exit 0 and no error about the pipe."""
+    import subprocess
+
+    from conftest import ROOT
+
+    done = subprocess.run(
+        f"{ROOT}/.venv/bin/pynetbuilder build resnet_imagenet --table | head -1",
+        shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        executable="/bin/bash",
+    )
+    assert done.stdout.startswith("layer") and done.stdout.count("\n") == 1
+    assert done.stderr == ""
+    piped = subprocess.run(
+        f"set -o pipefail; {ROOT}/.venv/bin/pynetbuilder build resnet_imagenet --table | head -1",
+        shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        executable="/bin/bash",
+    )
+    assert piped.returncode == 0, piped.stderr

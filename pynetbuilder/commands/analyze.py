@@ -9,11 +9,9 @@ the per-layer report goes to the file and the screen shows the totals (add
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -71,20 +69,7 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
     if args.json:
         write_files({Path(args.json): json_text(inspected)})
         print(f"wrote {args.json}", file=out)
-    with quiet_broken_pipe(out):
-        print_report(inspected, out, table=args.table or not args.json, by_block=args.by_block)
-
-
-@contextlib.contextmanager
-def quiet_broken_pipe(out: TextIO) -> Iterator[None]:
-    """Stop printing, without an error, when the reader of ``out`` has gone
-    (``pynetbuilder analyze big.prototxt | head``)."""
-    try:
-        yield
-        out.flush()
-    except BrokenPipeError:
-        if out is sys.stdout:  # Python would complain again when closing stdout
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print_report(inspected, out, table=args.table or not args.json, by_block=args.by_block)
 
 
 def split_net_and_knobs(words: Sequence[str], prog: str) -> tuple[str, list[str]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pynetbuilder.cli import Parser
-from pynetbuilder.commands.analyze import add_net_flags, quiet_broken_pipe
+from pynetbuilder.commands.analyze import add_net_flags
 from pynetbuilder.errors import UsageError
 from pynetbuilder.inspect import BlockTotals, Inspected, block_rows, load
 from pynetbuilder.io import write_files
@@ -194,8 +194,7 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
     if args.json:
         write_files({Path(args.json): comparison_json(nets, aligned, args.by)})
         print(f"wrote {args.json}", file=out)
-    with quiet_broken_pipe(out):
-        print_comparison(nets, aligned, args.by, args.all, out)
+    print_comparison(nets, aligned, args.by, args.all, out)
 
 
 def print_comparison(nets: Sequence[Inspected], aligned: list[AlignedRow], by: str,
