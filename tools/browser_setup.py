@@ -13,10 +13,11 @@ what to do, and exit status 1.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import debian  # noqa: E402  tools/debian.py, beside this script
 
 DEBIAN_PACKAGES = ("graphviz", "chromium")
 BINARIES = {"graphviz": "dot", "chromium": "chromium"}
@@ -30,49 +31,12 @@ def log(msg: str) -> None:
     print(f"browser_setup: {msg}", file=sys.stderr, flush=True)
 
 
-def missing_packages() -> list[str]:
-    """The packages not installed (dpkg's view) or whose binary is not on PATH."""
-    missing = []
-    for pkg in DEBIAN_PACKAGES:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True
-        )
-        installed = proc.returncode == 0 and "install ok installed" in proc.stdout
-        if not installed or shutil.which(BINARIES[pkg]) is None:
-            missing.append(pkg)
-    return missing
-
-
 def ensure_packages() -> None:
-    if shutil.which("dpkg-query") is None:
-        raise SetupError("this set-up needs a Debian/Ubuntu system (dpkg-query not found); "
-                         "install Graphviz and Chromium by hand")
-    missing = missing_packages()
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SetupError(
-            "missing Debian packages: " + " ".join(missing)
-            + "; install them with: sudo apt-get install --no-install-recommends "
-            + " ".join(missing)
-        )
-    log(f"installing Debian packages: {' '.join(missing)} (chromium is ~100 MB to download)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-    ):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SetupError(f"`{' '.join(cmd[:3])}` failed ({last}); fix apt and run again")
-    still = missing_packages()
-    if still:
-        raise SetupError(
-            "still missing after apt-get: " + " ".join(still)
-            + " (is the package in this system's apt sources? see `apt-cache policy "
-            + still[0] + "`)"
-        )
+    try:
+        debian.ensure(DEBIAN_PACKAGES, log, binaries=BINARIES,
+                      note=" (chromium is ~100 MB to download)")
+    except debian.AptError as exc:
+        raise SetupError(f"{exc}; Graphviz draws nets, Chromium tests the HTML report") from None
 
 
 def main(argv: list[str] | None = None) -> int:

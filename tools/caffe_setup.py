@@ -40,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import debian  # noqa: E402  tools/debian.py, beside this script
+
 CAFFE_DIST = "brocolli-caffe"
 CAFFE_VERSION = "9.0.2"
 CAFFE_SHA256 = "c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a"
@@ -205,41 +208,11 @@ def generate_schema(out: Path = SCHEMA_OUT) -> Path:
 # ---------------------------------------------------------------- debian
 
 
-def missing_debian_packages() -> list[str]:
-    missing = []
-    for pkg in DEBIAN_PACKAGES:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True
-        )
-        if proc.returncode != 0 or "install ok installed" not in proc.stdout:
-            missing.append(pkg)
-    return missing
-
-
 def ensure_debian_packages() -> None:
-    if shutil.which("dpkg-query") is None:
-        raise SetupError("this set-up needs a Debian/Ubuntu system (dpkg-query not found)")
-    missing = missing_debian_packages()
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SetupError(
-            "missing Debian packages: " + " ".join(missing)
-            + "; install them with: sudo apt-get install " + " ".join(missing)
-        )
-    log(f"installing {len(missing)} Debian packages: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-    ):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SetupError(f"`{' '.join(cmd[:2])}` failed ({last}); fix apt and run again")
-    still = missing_debian_packages()
-    if still:
-        raise SetupError("Debian packages still missing after apt-get: " + " ".join(still))
+    try:
+        debian.ensure(DEBIAN_PACKAGES, log)
+    except debian.AptError as exc:
+        raise SetupError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- build
