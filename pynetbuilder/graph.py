@@ -227,16 +227,21 @@ class Net:
             top_names = [full]
         else:
             top_names = [f"{full}_{i}" for i in range(ntop)]
-        merged = {**self.default_params(layer_type), **params} if use_defaults else params
+        defaults = self.default_params(layer_type) if use_defaults else None
+        merged = {**defaults, **params} if defaults else params  # params: a fresh dict
         templates = self._templates
         ntops = len(top_names)
         base = templates.get(layer_type, merged, ntops)
         per_phase: Mapping[Phase, Template] = _NOTHING
         if overrides:
-            per_phase = {
-                Phase.parse(key): templates.derive(base, layer_type, merged, extra, ntops)
-                for key, extra in overrides.items()
-            }
+            per_phase = {}
+            for key, extra in overrides.items():  # phases often share one override mapping
+                if key in per_phase:
+                    continue
+                derived = templates.derive(base, layer_type, merged, extra, ntops)
+                per_phase.update(
+                    (Phase.parse(k), derived) for k, e in overrides.items() if e is extra
+                )
         entry = LayerEntry(
             full,
             layer_type,
