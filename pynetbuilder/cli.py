@@ -56,6 +56,8 @@ def add_data_flags(parser: argparse.ArgumentParser, dataset: str = "imagenet") -
                    help="test batch size (default: %(default)s)")
     g.add_argument("--crop_size", type=positive_int, default=d.crop_size,
                    help="random crop (train) / centre crop (test) size (default: %(default)s)")
+    g.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="do not mirror training images at random (default: mirror)")
     g.add_argument("--mean", default=",".join(f"{v:g}" for v in d.mean_values or ()),
                    help="per-channel mean values in BGR order, or a mean.binaryproto file "
                    "(default: %(default)s)")
@@ -78,6 +80,7 @@ def data_from_args(args: argparse.Namespace) -> ClassificationData:
         args.train_source, args.test_source, batch_size=args.batch_size,
         test_batch_size=args.test_batch_size, crop_size=args.crop_size,
         mean_values=mean_values, mean_file=mean_file, backend=args.backend,
+        mirror=getattr(args, "mirror", True),
     )
 
 

@@ -4,10 +4,12 @@ and the original pynetbuilder's published figures reproduce."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import assert_report_matches_caffe, caffe_net
+from conftest import ROOT, assert_report_matches_caffe, caffe_net
 
 from pynetbuilder.caffe_count import legacy_counts_from_caffe
 from pynetbuilder.graph import prototxt_files
@@ -135,3 +137,21 @@ def test_fc_head_has_no_relu_on_logits():
     proto = resnet_imagenet("bottleneck", 128, fc_layers=True).to_proto("deploy")
     on_logits = [layer for layer in proto.layer if "fc_classifier" in layer.bottom]
     assert {layer.type for layer in on_logits} == {"BatchNorm", "Scale", "Softmax"}
+
+
+def test_mirroring_can_be_turned_off(tmp_path):
+    """`--no-mirror`: the TRAIN data layer no longer mirrors; TEST never did."""
+    from pynetbuilder.graph import Phase
+
+    def train_mirror(**kw):
+        data = ClassificationData("a", "b", crop_size=224, **kw)
+        net = resnet_imagenet("normal", 64, (1, 1, 1, 1), data=data)
+        (layer,) = [e for e in net.layers_in(Phase.TRAIN) if e.type == "Data"]
+        return layer.for_phase(Phase.TRAIN).transform_param.mirror
+
+    assert train_mirror() is True and train_mirror(mirror=False) is False
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "apps" / "imagenet" / "build_resnet.py"), "-m", "normal",
+         "--no-mirror", "-o", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "mirror" not in (tmp_path / "train.prototxt").read_text()

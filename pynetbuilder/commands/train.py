@@ -206,7 +206,7 @@ def _with_image_shape(data: ClassificationData) -> ClassificationData:
         data.train_source, data.test_source, batch_size=data.batch_size,
         test_batch_size=data.test_batch_size, crop_size=data.crop_size, channels=channels,
         mean_values=data.mean_values, mean_file=data.mean_file, scale=data.scale,
-        backend=data.backend, deploy_batch=data.deploy_batch)
+        backend=data.backend, deploy_batch=data.deploy_batch, mirror=data.mirror)
 
 
 def _model_plan(name: str, argv: Sequence[str]) -> Plan:

@@ -15,7 +15,8 @@ BACKENDS = ("LMDB", "LEVELDB")
 class ClassificationData(Lego):
     """Images and labels from a Caffe database (``Data`` layer, LMDB by default).
 
-    TRAIN: random ``crop_size`` crops and mirroring; TEST: the centre crop (Caffe's
+    TRAIN: random ``crop_size`` crops and (unless ``mirror=False``: digits and text
+    are not symmetric) mirroring; TEST: the centre crop (Caffe's
     DataTransformer crops the centre in TEST); deploy: an ``Input`` layer of shape
     ``deploy_batch x channels x crop_size x crop_size``.  The mean is subtracted
     per channel (``mean_values``, BGR order as Caffe's ImageNet models) or from a
@@ -36,6 +37,7 @@ class ClassificationData(Lego):
         scale: float | None = None,
         backend: str = "LMDB",
         deploy_batch: int = 1,
+        mirror: bool = True,
     ):
         for flag, value in (
             ("batch_size", batch_size),
@@ -63,6 +65,7 @@ class ClassificationData(Lego):
         self.crop_size, self.channels, self.deploy_batch = crop_size, channels, deploy_batch
         self.mean_values, self.mean_file, self.scale = mean_values, mean_file, scale
         self.backend = backend
+        self.mirror = mirror
 
     def _transform(self, mirror: bool) -> dict[str, Any]:
         t: dict[str, Any] = {"crop_size": self.crop_size}
@@ -79,7 +82,7 @@ class ClassificationData(Lego):
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         c, s = self.channels, self.crop_size
         for phase, source, batch, mirror in (
-            (Phase.TRAIN, self.train_source, self.batch_size, True),
+            (Phase.TRAIN, self.train_source, self.batch_size, self.mirror),
             (Phase.TEST, self.test_source, self.test_batch_size, False),
         ):
             net.layer(
