@@ -41,6 +41,27 @@ def write_lmdb(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     return path
 
 
+def random_lmdbs(folder: Path, names: tuple[str, str], shape: tuple[int, ...],
+                 seed: int) -> tuple[Path, Path]:
+    """Two databases of random uint8 images of ``shape`` (N x C x H x W), labels 0..N-1."""
+    rng = np.random.default_rng(seed)
+    dbs = [write_lmdb(folder / name, rng.integers(0, 256, size=shape, dtype=np.uint8),
+                      np.arange(shape[0])) for name in names]
+    return dbs[0], dbs[1]
+
+
+def run_command(command: str, *args: str, capsys) -> tuple[int, str, str]:
+    """``pynetbuilder COMMAND ARGS`` in this process: (exit status, stdout, stderr)."""
+    from pynetbuilder.commands import main
+
+    try:
+        code = main([command, *args])
+    except SystemExit as exc:  # argparse's own errors exit as on the command line
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="session")
 def image_lmdb(tmp_path_factory) -> tuple[Path, Path]:
     """Train and val LMDBs of 3x256x256 random images with labels 0..3.
@@ -48,13 +69,7 @@ def image_lmdb(tmp_path_factory) -> tuple[Path, Path]:
     Two databases, because LMDB must not be opened twice at once in one process
     (it deadlocks): a test builds at most one Caffe net reading each at a time.
     """
-    rng = np.random.default_rng(0)
-    folder = tmp_path_factory.mktemp("lmdb")
-    dbs = []
-    for name in ("train", "val"):
-        images = rng.integers(0, 256, size=(4, 3, 256, 256), dtype=np.uint8)
-        dbs.append(write_lmdb(folder / name, images, np.arange(4)))
-    return dbs[0], dbs[1]
+    return random_lmdbs(tmp_path_factory.mktemp("lmdb"), ("train", "val"), (4, 3, 256, 256), 0)
 
 
 def caffe_net(caffe, text: str, phase: str, tmp_path: Path, name: str = "net.prototxt"):
@@ -86,13 +101,8 @@ def assert_report_matches_caffe(report, net) -> None:
 @pytest.fixture(scope="session")
 def cifar_lmdb(tmp_path_factory) -> tuple[Path, Path]:
     """Train and test LMDBs of 3x32x32 random images with labels 0..9 (CIFAR-sized)."""
-    rng = np.random.default_rng(1)
-    folder = tmp_path_factory.mktemp("cifar_lmdb")
-    dbs = []
-    for name in ("train", "test"):
-        images = rng.integers(0, 256, size=(10, 3, 32, 32), dtype=np.uint8)
-        dbs.append(write_lmdb(folder / name, images, np.arange(10)))
-    return dbs[0], dbs[1]
+    return random_lmdbs(tmp_path_factory.mktemp("cifar_lmdb"), ("train", "test"),
+                        (10, 3, 32, 32), 1)
 
 
 def small_data(dbs: tuple[Path, Path], dataset: str):

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED, VENV_PY, assert_report_matches_caffe
+from conftest import ROOT, SHARED, VENV_PY, assert_report_matches_caffe, run_command
 
 from pynetbuilder import models
-from pynetbuilder.commands import main as pynetbuilder_main
 from pynetbuilder.errors import UsageError
 from pynetbuilder.inspect import block_of_name, derive_blocks, load, read_prototxt
 
@@ -648,12 +647,7 @@ def test_in_place_layers_are_not_cycles_and_join_their_producers_block():
 
 
 def run_cli(*args: str, capsys) -> tuple[int, str, str]:
-    try:
-        code = pynetbuilder_main(["analyze", *args])
-    except SystemExit as exc:  # argparse's own errors exit as on the command line
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_command("analyze", *args, capsys=capsys)
 
 
 def test_analyze_prints_table_and_writes_json(tmp_path, capsys):

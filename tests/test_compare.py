@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SHARED
+from conftest import SHARED, run_command
 
-from pynetbuilder.commands import main as pynetbuilder_main
 from pynetbuilder.commands.compare import AlignedRow, align, stage_of
 from pynetbuilder.inspect import BlockTotals
 
@@ -24,12 +23,7 @@ OURS_R50 = "resnet_imagenet:num_output_stage1=256"
 
 
 def run_cli(*args: str, capsys) -> tuple[int, str, str]:
-    try:
-        code = pynetbuilder_main(["compare", *args])
-    except SystemExit as exc:  # argparse's own errors exit as on the command line
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_command("compare", *args, capsys=capsys)
 
 
 def totals_lines(out: str) -> dict[str, list[str]]:
