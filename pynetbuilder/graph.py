@@ -13,10 +13,9 @@ scopes, inner scopes over outer ones; a value passed to ``net.layer`` always win
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Any
 
 from pynetbuilder.errors import NetError, ShapeError
@@ -41,10 +40,29 @@ class Phase(StrEnum):
 
 
 ALL_PHASES = frozenset(Phase)
-_NO_PHASE: frozenset[Phase] = frozenset()
-_NOTHING: Mapping[Any, Any] = MappingProxyType({})  # read-only: shared by every entry
 TRAIN_TEST = frozenset({Phase.TRAIN, Phase.TEST})
 _CAFFE_PHASE = {Phase.TRAIN: caffe_pb2.TRAIN, Phase.TEST: caffe_pb2.TEST}
+
+# Inside the graph a set of phases is a bit mask (bit i: _PHASES[i]): the
+# intersections and unions done for every layer are then integer operations.
+_PHASES = (Phase.TRAIN, Phase.TEST, Phase.DEPLOY)
+_INDEX = {p: i for i, p in enumerate(_PHASES)}
+_ALL = (1 << len(_PHASES)) - 1
+_SETS = tuple(
+    frozenset(p for i, p in enumerate(_PHASES) if mask >> i & 1) for mask in range(_ALL + 1)
+)
+
+
+def _index(phase: Phase | str) -> int:
+    i = _INDEX.get(phase)  # type: ignore[call-overload]
+    return _INDEX[Phase.parse(phase)] if i is None else i
+
+
+def _mask(phases: Iterable[Phase | str]) -> int:
+    mask = 0
+    for p in phases:
+        mask |= 1 << _index(p)
+    return mask
 
 
 Template = tuple[int, Any]  # (setting number, nameless LayerParameter): see LayerTemplates
@@ -62,19 +80,23 @@ class LayerEntry:
     type: str
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
-    phases: frozenset[Phase]
-    template: Template
-    per_phase: Mapping[Phase, Template] = field(default_factory=dict)  # where a phase differs
-    shapes: Mapping[Phase, list[Shape]] = field(default_factory=dict)
+    mask: int  # the phases it belongs to, as bits (see ``phases``)
+    template: Template  # in phases without an override
+    templates: tuple[Template, ...]  # per phase (train, test, deploy)
+    declared: tuple[list[Shape] | None, ...] | None  # top shapes per phase, if given
     block: str = ""
-    _protos: dict[int, Any] | None = field(default=None, init=False, repr=False)
+    _protos: dict[int, Any] | None = field(default=None, repr=False)
+
+    @property
+    def phases(self) -> frozenset[Phase]:
+        return _SETS[self.mask]
 
     def template_for(self, phase: Phase) -> Template:
-        return self.per_phase.get(phase, self.template)
+        return self.templates[_index(phase)]
 
     def for_phase(self, phase: Phase | None) -> Any:
         """The layer as it stands in ``phase`` (shared message: copy before changing it)."""
-        number, template = self.template if phase is None else self.template_for(phase)
+        number, template = self.template if phase is None else self.templates[_index(phase)]
         if self._protos is None:
             self._protos = {}
         layer = self._protos.get(number)
@@ -101,15 +123,15 @@ class Net:
         self._blocks: list[str] = []
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
         self._merged_defaults: dict[str, dict[str, Any]] = {}  # per type, for the scopes now open
-        self._producers: dict[str, frozenset[Phase]] = {}
+        self._producers: dict[str, int] = {}  # blob -> phases (mask) in which it is written
         self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
-        self._names: dict[str, frozenset[Phase]] = {}
+        self._names: dict[str, int] = {}  # layer name -> phases (mask) it is used in
         self._templates = LayerTemplates()
-        # (setting incl. top count, bottom shapes, declared shapes) -> Figures: a rule is
+        # (setting incl. top count, declared shapes, bottom shapes) -> Figures: a rule is
         # a pure function of these, and nets repeat them (each BatchNorm of a stage)
         self._costs: dict[tuple[Any, ...], Figures] = {}
-        # per phase: how many entries are inferred, blob shapes, report rows so far
-        self._inferred: dict[Phase, tuple[int, dict[str, Shape], list[LayerRow]]] = {}
+        # per phase (train, test, deploy): [entries inferred, blob shapes, report rows]
+        self._inferred: list[list[Any]] = [[0, {}, []] for _ in _PHASES]
 
     # ------------------------------------------------------------ scoping
 
@@ -183,92 +205,120 @@ class Net:
         ``params``.  ``shapes`` gives the top shapes of layers whose shape is not
         in the prototxt (a ``Data`` layer reading a database).
         """
-        if isinstance(bottoms, str):
-            bottoms = [bottoms]
-        full = f"{self._prefix}{name}" if name else self._prefix[:-1]
+        return self.add(layer_type, bottoms, name, params, ntop=ntop, tops=tops,
+                        inplace=inplace, phases=phases, overrides=overrides, shapes=shapes,
+                        use_defaults=use_defaults)
+
+    def add(
+        self,
+        layer_type: str,
+        bottoms: str | Sequence[str],
+        name: str,
+        params: Mapping[str, Any],
+        *,
+        ntop: int = 1,
+        tops: Sequence[str] | None = None,
+        inplace: bool = False,
+        phases: Iterable[Phase | str] | None = None,
+        overrides: Mapping[Phase, Mapping[str, Any]] | None = None,
+        shapes: Mapping[Phase, list[Shape]] | None = None,
+        use_defaults: bool = True,
+    ) -> list[str]:
+        """:meth:`layer` with the parameters as one mapping (legos hold theirs in one);
+        the mapping is read, never changed or kept."""
+        bottoms = (bottoms,) if isinstance(bottoms, str) else tuple(bottoms)
+        prefix = self._prefix
+        full = prefix + name if name else prefix[:-1]
         if not full:
             raise NetError("a layer needs a name")
-        available = ALL_PHASES
+        producers = self._producers
+        available = _ALL
         for b in bottoms:
-            available &= self._producers.get(b, _NO_PHASE)
+            available &= producers.get(b, 0)
         if phases is None:
-            phases = available  # a layer exists where all its inputs exist
-            if not phases:
+            mask = available  # a layer exists where all its inputs exist
+            if not mask:
                 raise NetError(
                     f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier "
                     "layer produces (in a common phase)"
                 )
         else:
-            phases = frozenset(phases)
-            if not phases:
+            mask = _mask(phases)
+            if not mask:
                 raise NetError(f"layer {full!r} belongs to no phase")
-            missing = phases - available
+            missing = mask & ~available
             if missing:
                 raise NetError(
                     f"layer {full!r} reads {', '.join(map(repr, bottoms))}, which no earlier "
-                    f"layer produces in phase {', '.join(sorted(p.value for p in missing))}"
+                    f"layer produces in phase {', '.join(sorted(p.value for p in _SETS[missing]))}"
                 )
-        if self._names.get(full, _NO_PHASE) & phases:
+        names = self._names
+        used = names.get(full, 0)
+        if used & mask:
             raise NetError(f"two layers named {full!r} in one phase; choose another name")
+        readers = self._readers
         if inplace:
             if len(bottoms) != 1:
                 raise NetError(f"in-place layer {full!r} needs exactly one bottom")
-            readers = self._readers.get(bottoms[0])
-            if readers:
+            if readers.get(bottoms[0]):
                 # Caffe would insert a Split and then see two producers of the blob.
                 raise NetError(
                     f"in-place layer {full!r} would overwrite blob {bottoms[0]!r}, which "
-                    f"{readers[0]!r} also reads; make it not in place"
+                    f"{readers[bottoms[0]][0]!r} also reads; make it not in place"
                 )
-            top_names = list(bottoms)
+            top_names = bottoms
         elif tops is not None:
-            top_names = [self.scoped(t) for t in tops]
+            top_names = tuple(self.scoped(t) for t in tops)
         elif ntop == 1:
-            top_names = [full]
+            top_names = (full,)
         else:
-            top_names = [f"{full}_{i}" for i in range(ntop)]
-        defaults = self.default_params(layer_type) if use_defaults else None
-        merged = {**defaults, **params} if defaults else params  # params: a fresh dict
+            top_names = tuple(f"{full}_{i}" for i in range(ntop))
+        if use_defaults:
+            defaults = self._merged_defaults.get(layer_type)
+            if defaults is None:
+                defaults = self.default_params(layer_type)
+            if defaults:
+                params = {**defaults, **params}  # params: a fresh dict, the caller's wins
         templates = self._templates
         ntops = len(top_names)
-        base = templates.get(layer_type, merged, ntops)
-        per_phase: Mapping[Phase, Template] = _NOTHING
+        base = templates.get(layer_type, params, ntops)
+        per_phase = (base,) * len(_PHASES)
         if overrides:
-            per_phase = {}
-            for key, extra in overrides.items():  # phases often share one override mapping
-                if key in per_phase:
-                    continue
-                derived = templates.derive(base, layer_type, merged, extra, ntops)
-                per_phase.update(
-                    (Phase.parse(k), derived) for k, e in overrides.items() if e is extra
-                )
-        entry = LayerEntry(
-            full,
-            layer_type,
-            tuple(bottoms),
-            tuple(top_names),
-            phases,
-            base,
-            per_phase,
-            {Phase.parse(k): list(v) for k, v in shapes.items()} if shapes else _NOTHING,
+            derived: dict[int, Template] = {}  # phases often share one override mapping
+            chosen = list(per_phase)
+            for key, extra in overrides.items():
+                found = derived.get(id(extra))
+                if found is None:
+                    found = derived[id(extra)] = templates.derive(
+                        base, layer_type, params, extra, ntops
+                    )
+                chosen[_index(key)] = found
+            per_phase = tuple(chosen)
+        declared = None
+        if shapes:
+            given: list[list[Shape] | None] = [None] * len(_PHASES)
+            for key, value in shapes.items():
+                given[_index(key)] = list(value)
+            declared = tuple(given)
+        self.entries.append(LayerEntry(
+            full, layer_type, bottoms, top_names, mask, base, per_phase, declared,
             self._blocks[-1] if self._blocks else "",
-        )
-        self.entries.append(entry)
-        self._names[full] = self._names.get(full, _NO_PHASE) | phases
-        readers = self._readers
+        ))
+        names[full] = used | mask
         for b in bottoms:
-            if b in readers:
-                readers[b].append(full)
-            else:
+            reading = readers.get(b)
+            if reading is None:
                 readers[b] = [full]
+            else:
+                reading.append(full)
         for t in top_names:
-            self._producers[t] = self._producers.get(t, _NO_PHASE) | phases
+            producers[t] = producers.get(t, 0) | mask
             readers.pop(t, None)  # a blob just (re)written has no readers yet
-        return top_names
+        return list(top_names)
 
     def phases_of(self, blob: str) -> frozenset[Phase]:
         """The phases in which some layer built so far writes ``blob`` (empty if none)."""
-        return self._producers.get(blob, _NO_PHASE)
+        return _SETS[self._producers.get(blob, 0)]
 
     def blob_shape(self, blob: str) -> Shape:
         """Shape of a blob built so far (deploy net first, then test, then train)."""
@@ -283,37 +333,43 @@ class Net:
 
     def _infer(self, phase: Phase) -> dict[str, Shape]:
         """Incremental shape inference: only layers added since the last call."""
-        done, shapes, rows = self._inferred.get(phase, (0, {}, []))
-        for i in range(done, len(self.entries)):
-            entry = self.entries[i]
-            if phase in entry.phases:
-                bottoms = [shapes[b] for b in entry.bottoms]
-                declared = entry.shapes.get(phase)
-                template = entry.per_phase.get(phase, entry.template)
-                key = (
-                    template[0],
-                    *bottoms,
-                    None if declared is None else tuple(declared),
-                )
-                figures = self._costs.get(key)
-                if figures is None:
-                    try:  # the rule reads the nameless template; only errors need the name
-                        found = apply_rule(template[1], bottoms, declared)
-                    except ShapeError:
-                        apply_rule(entry.for_phase(phase), bottoms, declared)
-                        raise
-                    figures = self._costs[key] = Figures.of(entry.type, found)
-                shapes.update(zip(entry.tops, figures[0]))
-                rows.append(LayerRow(entry.name, entry.type, entry.bottoms, entry.tops, *figures,
-                                     entry.block))
-            self._inferred[phase] = (i + 1, shapes, rows)
+        index = _INDEX[phase]
+        state = self._inferred[index]
+        done, shapes, rows = state
+        entries = self.entries
+        if done == len(entries):
+            return shapes
+        bit = 1 << index
+        costs = self._costs
+        try:
+            for entry in entries[done:]:
+                if entry.mask & bit:
+                    number, template = entry.templates[index]
+                    bottoms = [shapes[b] for b in entry.bottoms]
+                    declared = None if entry.declared is None else entry.declared[index]
+                    key = (number, None if declared is None else tuple(declared), *bottoms)
+                    figures = costs.get(key)
+                    if figures is None:
+                        try:  # the rule reads the nameless template; only errors need the name
+                            found = apply_rule(template, bottoms, declared)
+                        except ShapeError:
+                            apply_rule(entry.for_phase(phase), bottoms, declared)
+                            raise
+                        figures = costs[key] = Figures.of(entry.type, found)
+                    shapes.update(zip(entry.tops, figures[0]))
+                    rows.append(LayerRow.from_figures(
+                        entry.name, entry.type, entry.bottoms, entry.tops, figures, entry.block
+                    ))
+                done += 1
+        finally:
+            state[0] = done
         return shapes
 
     # ------------------------------------------------------------ outputs
 
     def layers_in(self, phase: Phase | str) -> list[LayerEntry]:
-        phase = Phase.parse(phase)
-        return [e for e in self.entries if phase in e.phases]
+        bit = 1 << _index(phase)
+        return [e for e in self.entries if e.mask & bit]
 
     def to_proto(self, phase: Phase | str) -> Any:
         """The ``NetParameter`` Caffe builds in ``phase`` (train, test or deploy)."""
@@ -339,8 +395,12 @@ class Net:
         return net
 
     def declared_shapes(self, phase: Phase | str) -> dict[str, list[Shape]]:
-        phase = Phase.parse(phase)
-        return {e.name: e.shapes[phase] for e in self.layers_in(phase) if phase in e.shapes}
+        index = _index(phase)
+        return {
+            e.name: e.declared[index]  # type: ignore[misc]
+            for e in self.layers_in(phase)
+            if e.declared is not None and e.declared[index] is not None
+        }
 
     def blocks(self, phase: Phase | str) -> dict[str, str]:
         return {e.name: e.block for e in self.layers_in(phase)}
@@ -353,7 +413,7 @@ class Net:
         """
         phase = Phase.parse(phase)
         shapes = self._infer(phase)
-        rows = self._inferred[phase][2]
+        rows = self._inferred[_INDEX[phase]][2]
         return Report(name=self.name, phase=phase.value, rows=list(rows), blob_shapes=dict(shapes))
 
 

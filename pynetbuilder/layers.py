@@ -40,7 +40,7 @@ class ParamBlob(NamedTuple):
         return math.prod(self.shape)
 
 
-@dataclass
+@dataclass(slots=True)
 class LayerCost:
     tops: list[Shape]
     blobs: list[ParamBlob] = field(default_factory=list)
@@ -198,11 +198,12 @@ def _conv_geometry(layer: Any, bottom: Shape) -> _ConvGeometry:
 @rule("Convolution")
 def _convolution(layer: Any, bottoms: list[Shape], declared: Sequence[Shape] | None) -> LayerCost:
     g = _conv_geometry(layer, bottoms[0])
-    out = tuple(
+    out = [
         (size + 2 * pd - (d * (k - 1) + 1)) // s + 1
         for size, k, s, pd, d in zip(g.spatial, g.kernel, g.stride, g.pad, g.dilation)
-    )
-    macs = g.n * g.num_output * count(out) * (g.channels // g.group) * count(g.kernel)
+    ]
+    per_output = (g.channels // g.group) * count(g.kernel)  # weights per output channel
+    macs = g.n * g.num_output * count(out) * per_output
     blobs = g.blobs((g.num_output, g.channels // g.group, *g.kernel))
     return LayerCost([(g.n, g.num_output, *out)] * len(layer.top), blobs, macs * len(bottoms))
 
@@ -503,15 +504,16 @@ def apply_rule(
     cost = fn(layer, bottoms, declared)
     specs = layer.param
     if specs:  # a blob whose ParamSpec says lr_mult: 0 is fixed, not learnt
-        cost.blobs = [
-            ParamBlob(b.shape, False) if b.learnable and i < len(specs) and
-            specs[i].lr_mult == 0 else b
-            for i, b in enumerate(cost.blobs)
-        ]
-    for top_name, shape in zip(layer.top, cost.tops):
+        blobs = cost.blobs
+        for i in range(min(len(specs), len(blobs))):
+            if blobs[i].learnable and specs[i].lr_mult == 0:
+                if type(blobs) is not list:
+                    blobs = cost.blobs = list(blobs)
+                blobs[i] = ParamBlob(blobs[i].shape, False)
+    for i, shape in enumerate(cost.tops):
         if shape and min(shape) < 1:
             raise ShapeError(
-                f"{layer.type} layer {layer.name!r} gives {top_name!r} the shape {shape} "
+                f"{layer.type} layer {layer.name!r} gives {layer.top[i]!r} the shape {shape} "
                 f"from input {bottoms[0] if bottoms else ()}: the input is too small for the net"
             )
     return cost

@@ -39,6 +39,8 @@ from pynetbuilder.layers import (
     count,
 )
 
+_new_tuple = tuple.__new__  # a NamedTuple from a complete tuple, skipping its __new__
+
 
 class Figures(NamedTuple):
     """What a layer's rule says and the counts that follow from it (see the conventions)."""
@@ -63,8 +65,9 @@ class Figures(NamedTuple):
         )
 
 
-@dataclass(slots=True)
-class LayerRow:
+class LayerRow(NamedTuple):
+    """One analysed layer: where it sits in the net and its :class:`Figures`."""
+
     name: str
     type: str
     bottoms: tuple[str, ...]
@@ -79,10 +82,15 @@ class LayerRow:
     block: str = ""
 
     @classmethod
+    def from_figures(cls, name: str, layer_type: str, bottoms: tuple[str, ...],
+                     tops: tuple[str, ...], figures: Figures, block: str = "") -> LayerRow:
+        return _new_tuple(cls, (name, layer_type, bottoms, tops, *figures, block))
+
+    @classmethod
     def of(cls, layer: Any, cost: LayerCost, block: str = "") -> LayerRow:
         """The row of a ``LayerParameter`` whose rule gave ``cost``."""
-        return cls(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
-                   *Figures.of(layer.type, cost), block)
+        return cls.from_figures(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
+                                Figures.of(layer.type, cost), block)
 
     @property
     def inplace(self) -> bool:

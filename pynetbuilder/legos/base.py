@@ -40,7 +40,5 @@ class LayerLego(Lego):
         self.params = params
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
-        return net.layer(
-            self.layer_type, bottoms, name=self.name, inplace=self.inplace, ntop=self.ntop,
-            phases=self.phases, **self.params,
-        )
+        return net.add(self.layer_type, bottoms, self.name, self.params, inplace=self.inplace,
+                       ntop=self.ntop, phases=self.phases)

@@ -7,6 +7,7 @@ passes replaces it.  Net-wide defaults from ``net.defaults(...)`` sit below both
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 from pynetbuilder.errors import UsageError
@@ -99,30 +100,38 @@ class Conv(LayerLego):
         super().__init__(layer_type, name, **params)
 
 
+# BatchNorm's three statistics blobs are never learnt; TEST and deploy use them as they are.
+_BN_STATISTICS = {"param": ({"lr_mult": 0, "decay_mult": 0},) * 3}  # copied per lego
+_GLOBAL_STATS = {"use_global_stats": True}
+_BN_OVERRIDES = MappingProxyType({Phase.TEST: _GLOBAL_STATS, Phase.DEPLOY: _GLOBAL_STATS})
+
+
 class BatchNorm(LayerLego):
     """BatchNorm, in place.  Statistics are never learnt (``lr_mult: 0`` on its three
     blobs, accepted by every Caffe); TEST and deploy nets use the global statistics."""
 
     def __init__(self, name: str, *, inplace: bool = True, eps: float | None = None, **extra: Any):
-        params: dict[str, Any] = {"param": [{"lr_mult": 0, "decay_mult": 0}] * 3}
+        params = dict(_BN_STATISTICS)
         if eps is not None:
             params["eps"] = eps
         params.update(extra)
-        super().__init__("BatchNorm", name, inplace=inplace, **params)
+        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
+            "BatchNorm", name, inplace, 1, None, params
+        )
 
     def attach(self, net: Any, bottoms: Sequence[str]) -> list[str]:
-        global_stats = {"use_global_stats": True}
-        return net.layer(
-            "BatchNorm", bottoms, name=self.name, inplace=self.inplace, phases=self.phases,
-            overrides={Phase.TEST: global_stats, Phase.DEPLOY: global_stats}, **self.params,
-        )
+        return net.add("BatchNorm", bottoms, self.name, self.params, inplace=self.inplace,
+                       phases=self.phases, overrides=_BN_OVERRIDES)
 
 
 class Scale(LayerLego):
     """Scale with a bias: the learnt affine part that follows BatchNorm."""
 
     def __init__(self, name: str, *, inplace: bool = True, bias_term: bool = True, **extra: Any):
-        super().__init__("Scale", name, inplace=inplace, bias_term=bias_term, **extra)
+        self.layer_type, self.name, self.inplace, self.ntop, self.phases = (
+            "Scale", name, inplace, 1, None
+        )
+        self.params = {"bias_term": bias_term, **extra}
 
 
 class ReLU(LayerLego):
@@ -130,7 +139,9 @@ class ReLU(LayerLego):
                  **extra: Any):
         if negative_slope:
             extra["negative_slope"] = negative_slope
-        super().__init__("ReLU", name, inplace=inplace, **extra)
+        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
+            "ReLU", name, inplace, 1, None, extra
+        )
 
 
 class Pool(LayerLego):
