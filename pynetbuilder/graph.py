@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError, ShapeError
 from pynetbuilder.layers import Shape, UnknownShapeError, apply_rule
@@ -65,15 +64,15 @@ def _mask(phases: Iterable[Phase | str]) -> int:
     return mask
 
 
+_new_tuple = tuple.__new__  # a NamedTuple from a complete tuple, skipping its __new__
 Template = tuple[int, Any]  # (setting number, nameless LayerParameter): see LayerTemplates
 
 
-@dataclass(eq=False, slots=True)
-class LayerEntry:
+class LayerEntry(NamedTuple):
     """One layer of the graph with what it needs per phase.
 
-    The ``LayerParameter`` of a phase is made from the layer's template when first
-    asked for; shape inference only needs the template and the bottoms' shapes.
+    Its ``LayerParameter`` for a phase is made from the phase's template when asked
+    for; shape inference only needs the template and the bottoms' shapes.
     """
 
     name: str
@@ -85,7 +84,6 @@ class LayerEntry:
     templates: tuple[Template, ...]  # per phase (train, test, deploy)
     declared: tuple[list[Shape] | None, ...] | None  # top shapes per phase, if given
     block: str = ""
-    _protos: dict[int, Any] | None = field(default=None, repr=False)
 
     @property
     def phases(self) -> frozenset[Phase]:
@@ -95,16 +93,9 @@ class LayerEntry:
         return self.templates[_index(phase)]
 
     def for_phase(self, phase: Phase | None) -> Any:
-        """The layer as it stands in ``phase`` (shared message: copy before changing it)."""
-        number, template = self.template if phase is None else self.templates[_index(phase)]
-        if self._protos is None:
-            self._protos = {}
-        layer = self._protos.get(number)
-        if layer is None:
-            layer = self._protos[number] = instantiate(
-                template, self.name, self.bottoms, self.tops
-            )
-        return layer
+        """A new ``LayerParameter`` of the layer as it stands in ``phase``."""
+        template = self.template if phase is None else self.templates[_index(phase)]
+        return instantiate(template[1], self.name, self.bottoms, self.tops)
 
     @property
     def proto(self) -> Any:
@@ -124,7 +115,7 @@ class Net:
         self._defaults: list[Mapping[str, Mapping[str, Any]]] = [dict(defaults or {})]
         self._merged_defaults: dict[str, dict[str, Any]] = {}  # per type, for the scopes now open
         self._producers: dict[str, int] = {}  # blob -> phases (mask) in which it is written
-        self._readers: dict[str, list[str]] = {}  # layers that read a blob since it was written
+        self._readers: dict[str, str] = {}  # first layer to read a blob since it was written
         self._names: dict[str, int] = {}  # layer name -> phases (mask) it is used in
         self._templates = LayerTemplates()
         # (setting incl. top count, declared shapes, bottom shapes) -> Figures: a rule is
@@ -260,11 +251,11 @@ class Net:
         if inplace:
             if len(bottoms) != 1:
                 raise NetError(f"in-place layer {full!r} needs exactly one bottom")
-            if readers.get(bottoms[0]):
+            if bottoms[0] in readers:
                 # Caffe would insert a Split and then see two producers of the blob.
                 raise NetError(
                     f"in-place layer {full!r} would overwrite blob {bottoms[0]!r}, which "
-                    f"{readers[bottoms[0]][0]!r} also reads; make it not in place"
+                    f"{readers[bottoms[0]]!r} also reads; make it not in place"
                 )
             top_names = bottoms
         elif tops is not None:
@@ -300,17 +291,13 @@ class Net:
             for key, value in shapes.items():
                 given[_index(key)] = list(value)
             declared = tuple(given)
-        self.entries.append(LayerEntry(
+        self.entries.append(_new_tuple(LayerEntry, (
             full, layer_type, bottoms, top_names, mask, base, per_phase, declared,
             self._blocks[-1] if self._blocks else "",
-        ))
+        )))
         names[full] = used | mask
         for b in bottoms:
-            reading = readers.get(b)
-            if reading is None:
-                readers[b] = [full]
-            else:
-                reading.append(full)
+            readers.setdefault(b, full)
         for t in top_names:
             producers[t] = producers.get(t, 0) | mask
             readers.pop(t, None)  # a blob just (re)written has no readers yet
@@ -386,12 +373,13 @@ class Net:
             both = entry.phases & TRAIN_TEST
             if not both:
                 continue
+            layer = net.layer.add()
             if len(both) == 1:
                 (phase,) = both
-                net.layer.add().CopyFrom(entry.for_phase(phase))
-                net.layer[-1].include.add(phase=_CAFFE_PHASE[phase])
+                layer.CopyFrom(entry.for_phase(phase))
+                layer.include.add(phase=_CAFFE_PHASE[phase])
             else:
-                net.layer.add().CopyFrom(entry.proto)
+                layer.CopyFrom(entry.proto)
         return net
 
     def declared_shapes(self, phase: Phase | str) -> dict[str, list[Shape]]:

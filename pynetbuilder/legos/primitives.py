@@ -83,21 +83,22 @@ class Conv(LayerLego):
                 pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
             geometry = {**_geometry("kernel", kernel, 1), **_geometry("stride", stride, 1),
                         **_geometry("pad", pad, 0)}
-        params: dict[str, Any] = {
-            "num_output": num_output,
-            **geometry,
-            "bias_term": bias_term,
-            "weight_filler": weight_filler or {"type": "msra"},
-            "param": _param_specs(bias_term, param),
-        }
+        params: dict[str, Any] = {"num_output": num_output}
+        params.update(geometry)
+        params["bias_term"] = bias_term
+        params["weight_filler"] = weight_filler or {"type": "msra"}
+        params["param"] = _param_specs(bias_term, param)
         if dilation != 1:
             params["dilation"] = dilation
         if group != 1:
             params["group"] = group
         if bias_term:
             params["bias_filler"] = bias_filler or {"type": "constant", "value": 0}
-        params.update(extra)
-        super().__init__(layer_type, name, **params)
+        if extra:
+            params.update(extra)
+        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
+            layer_type, name, False, 1, None, params
+        )
 
 
 # BatchNorm's three statistics blobs are never learnt; TEST and deploy use them as they are.
