@@ -328,15 +328,18 @@ class Net:
             return shapes
         bit = 1 << index
         costs = self._costs
+        shape_of = shapes.__getitem__
+        row = LayerRow.from_figures
         try:
             for entry in entries[done:]:
                 if entry.mask & bit:
                     number, template = entry.templates[index]
-                    bottoms = [shapes[b] for b in entry.bottoms]
                     declared = None if entry.declared is None else entry.declared[index]
-                    key = (number, None if declared is None else tuple(declared), *bottoms)
+                    key = (number, None if declared is None else tuple(declared),
+                           *map(shape_of, entry.bottoms))
                     figures = costs.get(key)
                     if figures is None:
+                        bottoms = list(key[2:])
                         try:  # the rule reads the nameless template; only errors need the name
                             found = apply_rule(template, bottoms, declared)
                         except ShapeError:
@@ -344,9 +347,8 @@ class Net:
                             raise
                         figures = costs[key] = Figures.of(entry.type, found)
                     shapes.update(zip(entry.tops, figures[0]))
-                    rows.append(LayerRow.from_figures(
-                        entry.name, entry.type, entry.bottoms, entry.tops, figures, entry.block
-                    ))
+                    rows.append(row(entry.name, entry.type, entry.bottoms, entry.tops, figures,
+                                    entry.block))
                 done += 1
         finally:
             state[0] = done

@@ -9,7 +9,7 @@ from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.checks import check_positive, check_quarter, check_stride
-from pynetbuilder.legos.primitives import BatchNorm, Conv, Eltwise, ReLU, Scale, Size
+from pynetbuilder.legos.primitives import Conv, Eltwise, Size, batch_norm, relu, scale
 
 
 class BNReLU(Lego):
@@ -25,10 +25,11 @@ class BNReLU(Lego):
         self.name, self.relu, self.inplace = name, relu, inplace
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
-        (top,) = BatchNorm(f"{self.name}_bn", inplace=self.inplace).attach(net, bottoms)
-        Scale(f"{self.name}_scale").attach(net, [top])
+        (bottom,) = bottoms
+        top = batch_norm(net, bottom, f"{self.name}_bn", inplace=self.inplace)
+        scale(net, top, f"{self.name}_scale")
         if self.relu:
-            ReLU(f"{self.name}_relu").attach(net, [top])
+            relu(net, top, f"{self.name}_relu")
         return [top]
 
 
@@ -59,11 +60,12 @@ class ConvBNReLU(Lego):
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         (top,) = self.conv.attach(net, bottoms)
+        name = self.name
         if self.bn:
-            BatchNorm(f"{self.name}_bn").attach(net, [top])
-            Scale(f"{self.name}_scale").attach(net, [top])
+            batch_norm(net, top, name + "_bn")
+            scale(net, top, name + "_scale")
         if self.relu:
-            ReLU(f"{self.name}_relu", negative_slope=self.negative_slope).attach(net, [top])
+            relu(net, top, name + "_relu", self.negative_slope)
         return [top]
 
 
@@ -89,7 +91,7 @@ class EltwiseReLU(Lego):
         prefix = f"{self.name}_" if self.name else ""
         (top,) = Eltwise(f"{prefix}add", self.operation).attach(net, bottoms)
         if self.relu:
-            ReLU(f"{prefix}relu").attach(net, [top])
+            relu(net, top, f"{prefix}relu")
         return [top]
 
 

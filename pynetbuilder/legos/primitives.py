@@ -102,9 +102,29 @@ class Conv(LayerLego):
 
 
 # BatchNorm's three statistics blobs are never learnt; TEST and deploy use them as they are.
-_BN_STATISTICS = {"param": ({"lr_mult": 0, "decay_mult": 0},) * 3}  # copied per lego
+# (Net.add only reads a parameter mapping, so these constants are passed as they are.)
+_BN_STATISTICS = {"param": ({"lr_mult": 0, "decay_mult": 0},) * 3}
 _GLOBAL_STATS = {"use_global_stats": True}
 _BN_OVERRIDES = MappingProxyType({Phase.TEST: _GLOBAL_STATS, Phase.DEPLOY: _GLOBAL_STATS})
+_AFFINE = {"bias_term": True}
+_NO_PARAMS: dict[str, Any] = {}
+
+
+def batch_norm(net: Any, bottom: str, name: str, *, inplace: bool = True) -> str:
+    """Add ``BatchNorm(name, inplace=inplace)`` to ``net`` (no lego object); its top."""
+    return net.add("BatchNorm", (bottom,), name, _BN_STATISTICS, inplace=inplace,
+                   overrides=_BN_OVERRIDES)[0]
+
+
+def scale(net: Any, bottom: str, name: str) -> str:
+    """Add ``Scale(name)`` (in place, with a bias) to ``net``; its top."""
+    return net.add("Scale", (bottom,), name, _AFFINE, inplace=True)[0]
+
+
+def relu(net: Any, bottom: str, name: str, negative_slope: float = 0.0) -> str:
+    """Add ``ReLU(name, negative_slope=...)`` (in place) to ``net``; its top."""
+    params = {"negative_slope": negative_slope} if negative_slope else _NO_PARAMS
+    return net.add("ReLU", (bottom,), name, params, inplace=True)[0]
 
 
 class BatchNorm(LayerLego):
@@ -208,8 +228,11 @@ class Eltwise(LayerLego):
         params: dict[str, Any] = {"operation": operation}
         if coeff:
             params["coeff"] = list(coeff)
-        params.update(extra)
-        super().__init__("Eltwise", name, **params)
+        if extra:
+            params.update(extra)
+        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
+            "Eltwise", name, False, 1, None, params
+        )
 
 
 class Concat(LayerLego):
@@ -269,4 +292,5 @@ class Input(LayerLego):
 __all__ = [
     "ALL_PHASES", "Accuracy", "BatchNorm", "Concat", "Conv", "Dropout", "Eltwise",
     "InnerProduct", "Input", "Pool", "ReLU", "Scale", "Softmax", "SoftmaxWithLoss",
+    "batch_norm", "relu", "scale",
 ]
