@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError, ShapeError
@@ -118,6 +119,8 @@ class Net:
         self._readers: dict[str, str] = {}  # first layer to read a blob since it was written
         self._names: dict[str, int] = {}  # layer name -> phases (mask) it is used in
         self._templates = LayerTemplates()
+        self._by_overrides: dict[tuple[int, int], tuple[Template, ...]] = {}
+        self._kept: list[Any] = []  # read-only overrides remembered by identity
         # (setting incl. top count, declared shapes, bottom shapes) -> Figures: a rule is
         # a pure function of these, and nets repeat them (each BatchNorm of a stage)
         self._costs: dict[tuple[Any, ...], Figures] = {}
@@ -273,18 +276,10 @@ class Net:
         templates = self._templates
         ntops = len(top_names)
         base = templates.get(layer_type, params, ntops)
-        per_phase = (base,) * len(_PHASES)
         if overrides:
-            derived: dict[int, Template] = {}  # phases often share one override mapping
-            chosen = list(per_phase)
-            for key, extra in overrides.items():
-                found = derived.get(id(extra))
-                if found is None:
-                    found = derived[id(extra)] = templates.derive(
-                        base, layer_type, params, extra, ntops
-                    )
-                chosen[_index(key)] = found
-            per_phase = tuple(chosen)
+            per_phase = self._phase_templates(base, layer_type, params, overrides, ntops)
+        else:
+            per_phase = (base, base, base)
         declared = None
         if shapes:
             given: list[list[Shape] | None] = [None] * len(_PHASES)
@@ -302,6 +297,33 @@ class Net:
             producers[t] = producers.get(t, 0) | mask
             readers.pop(t, None)  # a blob just (re)written has no readers yet
         return list(top_names)
+
+    def _phase_templates(
+        self, base: Template, layer_type: str, params: Mapping[str, Any],
+        overrides: Mapping[Phase, Mapping[str, Any]], ntops: int,
+    ) -> tuple[Template, ...]:
+        """The template of each phase for a layer with per-phase ``overrides``.  A
+        read-only ``overrides`` (``MappingProxyType``, as the BatchNorm legos pass) is
+        taken not to change: its answer is remembered by identity (and it is kept)."""
+        read_only = type(overrides) is MappingProxyType
+        if read_only:
+            found = self._by_overrides.get((base[0], id(overrides)))
+            if found is not None:
+                return found
+        derived: dict[int, Template] = {}  # phases often share one override mapping
+        chosen = [base] * len(_PHASES)
+        for key, extra in overrides.items():
+            template = derived.get(id(extra))
+            if template is None:
+                template = derived[id(extra)] = self._templates.derive(
+                    base, layer_type, params, extra, ntops
+                )
+            chosen[_index(key)] = template
+        per_phase = tuple(chosen)
+        if read_only:
+            self._by_overrides[(base[0], id(overrides))] = per_phase
+            self._kept.append(overrides)
+        return per_phase
 
     def phases_of(self, blob: str) -> frozenset[Phase]:
         """The phases in which some layer built so far writes ``blob`` (empty if none)."""

@@ -36,7 +36,6 @@ from pynetbuilder.layers import (
     Shape,
     UnknownShapeError,
     apply_rule,
-    count,
 )
 
 _new_tuple = tuple.__new__  # a NamedTuple from a complete tuple, skipping its __new__
@@ -57,12 +56,16 @@ class Figures(NamedTuple):
     def of(cls, layer_type: str, cost: LayerCost) -> Figures:
         blobs = tuple(cost.blobs)
         shapes = tuple(cost.tops)
-        first = blobs[0].size if blobs else 0
+        params = first = 0
+        for i, (shape, learnable) in enumerate(blobs):
+            size = math.prod(shape)
+            if learnable:
+                params += size
+            if not i:
+                first = size
         flops = first * math.prod(shapes[0][2:]) if layer_type == "Convolution" else first
-        return cls(
-            shapes, blobs, cost.macs, sum(b.size for b in blobs if b.learnable),
-            sum(count(s) for s in shapes), first, flops,
-        )
+        return _new_tuple(cls, (shapes, blobs, cost.macs, params, sum(map(math.prod, shapes)),
+                                first, flops))
 
 
 class LayerRow(NamedTuple):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import marshal
 from collections.abc import Mapping, Sequence
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import text_format
@@ -220,11 +221,26 @@ class LayerTemplates:
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, Any], tuple[int, Message]] = {}
         self._derived: dict[tuple[Any, ...], tuple[int, Message]] = {}
+        # read-only mappings (MappingProxyType) by identity; each is kept alive here, so
+        # its id is not reused while this memory lasts
+        self._by_identity: dict[tuple[str, int, int], tuple[int, Message]] = {}
+        self._kept: list[Mapping[str, Any]] = []
 
     def get(self, layer_type: str, params: Mapping[str, Any], ntop: int = 1
             ) -> tuple[int, Message]:
         """``(number, template)`` for a layer type, its parameters and its number of tops:
-        a nameless layer with ``ntop`` empty top names (shape rules need the count)."""
+        a nameless layer with ``ntop`` empty top names (shape rules need the count).
+
+        A read-only ``params`` (``types.MappingProxyType``) is taken not to change, so
+        it is looked up by identity, without reading it again.
+        """
+        if type(params) is MappingProxyType:
+            identity = (layer_type, ntop, id(params))
+            found = self._by_identity.get(identity)
+            if found is None:
+                found = self._by_identity[identity] = self.get(layer_type, dict(params), ntop)
+                self._kept.append(params)
+            return found
         try:  # marshal is a fast, exact (invertible) key for plain data
             key: tuple[Any, ...] = (layer_type, ntop, marshal.dumps(params))
         except ValueError:  # a protobuf message among the values

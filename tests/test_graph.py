@@ -84,3 +84,52 @@ def test_report_while_building_equals_analysing_the_written_net():
         assert ours.rows == fresh.rows
         assert ours.blob_shapes == fresh.blob_shapes
         assert ours.totals == fresh.totals
+
+
+def test_layer_legos_take_phases_ntop_and_inplace_among_their_arguments():
+    """Every single-layer lego passes ``phases``/``inplace``/``ntop`` to the graph,
+    never into the layer's parameters."""
+    from pynetbuilder.legos import BatchNorm, Conv, Dropout, Eltwise, Pool, Scale
+
+    net = small()
+    only_deploy = frozenset({Phase.DEPLOY})
+    Conv("c", 4, 3, phases=only_deploy)(net, "data")
+    Eltwise("e", phases=only_deploy)(net, "c", "c")
+    BatchNorm("bn", inplace=False, phases=only_deploy)(net, "e")
+    Scale("sc", inplace=False, phases=only_deploy)(net, "bn")
+    ReLU("r", inplace=False, phases=only_deploy)(net, "sc")
+    Dropout("d", 0.1, inplace=False, phases=only_deploy)(net, "r")
+    Pool("p", "MAX", 2, stride=2, phases=only_deploy)(net, "d")
+    for entry in net.entries[1:]:
+        assert entry.phases == only_deploy, entry.name
+        assert entry.tops == (entry.name,), entry.name  # none in place
+    assert net.report().blob_shapes["p"] == (1, 4, 4, 4)
+
+
+def test_read_only_parameters_are_remembered_by_identity_and_kept():
+    """A MappingProxyType is looked up by identity: two proxies with different
+    contents give different settings, even when the first one is no longer referenced
+    by the caller (the net keeps it, so its id is not reused)."""
+    from types import MappingProxyType
+
+    net = small()
+    net.add("ReLU", "data", "a", MappingProxyType({"negative_slope": 0.5}), inplace=False)
+    for i in range(50):  # fresh proxies, each dropped by the caller at once
+        net.add("ReLU", "data", f"b{i}", MappingProxyType({"negative_slope": 0.01 * i}),
+                inplace=False)
+    slopes = {layer.name: layer.relu_param.negative_slope
+              for layer in net.to_proto("deploy").layer if layer.type == "ReLU"}
+    assert slopes["a"] == 0.5
+    assert slopes == {"a": 0.5, **{f"b{i}": pytest.approx(0.01 * i) for i in range(50)}}
+    # BatchNorm's per-phase overrides, remembered by identity too, still differ per phase
+    from pynetbuilder.graph import ALL_PHASES
+    from pynetbuilder.legos import ConvBN
+
+    net = Net("bn")
+    Input("data", [(1, 3, 8, 8)], phases=ALL_PHASES)(net)
+    ConvBN("c1", 4, 3)(net, "data")
+    ConvBN("c2", 4, 3)(net, "c1")
+    for phase, global_stats in (("train", False), ("test", True), ("deploy", True)):
+        stats = [layer.batch_norm_param.use_global_stats
+                 for layer in net.to_proto(phase).layer if layer.type == "BatchNorm"]
+        assert stats == [global_stats, global_stats], phase

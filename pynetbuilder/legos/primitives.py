@@ -6,7 +6,7 @@ passes replaces it.  Net-wide defaults from ``net.defaults(...)`` sit below both
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -96,18 +96,16 @@ class Conv(LayerLego):
             params["bias_filler"] = bias_filler or {"type": "constant", "value": 0}
         if extra:
             params.update(extra)
-        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
-            layer_type, name, False, 1, None, params
-        )
+        super().__init__(layer_type, name, **params)
 
 
 # BatchNorm's three statistics blobs are never learnt; TEST and deploy use them as they are.
-# (Net.add only reads a parameter mapping, so these constants are passed as they are.)
-_BN_STATISTICS = {"param": ({"lr_mult": 0, "decay_mult": 0},) * 3}
+# Read-only mappings: a net's template memory looks them up by identity.
+_BN_STATISTICS = MappingProxyType({"param": ({"lr_mult": 0, "decay_mult": 0},) * 3})
 _GLOBAL_STATS = {"use_global_stats": True}
 _BN_OVERRIDES = MappingProxyType({Phase.TEST: _GLOBAL_STATS, Phase.DEPLOY: _GLOBAL_STATS})
-_AFFINE = {"bias_term": True}
-_NO_PARAMS: dict[str, Any] = {}
+_AFFINE = MappingProxyType({"bias_term": True})
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})
 
 
 def batch_norm(net: Any, bottom: str, name: str, *, inplace: bool = True) -> str:
@@ -136,9 +134,7 @@ class BatchNorm(LayerLego):
         if eps is not None:
             params["eps"] = eps
         params.update(extra)
-        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
-            "BatchNorm", name, inplace, 1, None, params
-        )
+        super().__init__("BatchNorm", name, inplace=inplace, **params)
 
     def attach(self, net: Any, bottoms: Sequence[str]) -> list[str]:
         return net.add("BatchNorm", bottoms, self.name, self.params, inplace=self.inplace,
@@ -149,10 +145,7 @@ class Scale(LayerLego):
     """Scale with a bias: the learnt affine part that follows BatchNorm."""
 
     def __init__(self, name: str, *, inplace: bool = True, bias_term: bool = True, **extra: Any):
-        self.layer_type, self.name, self.inplace, self.ntop, self.phases = (
-            "Scale", name, inplace, 1, None
-        )
-        self.params = {"bias_term": bias_term, **extra}
+        super().__init__("Scale", name, inplace=inplace, bias_term=bias_term, **extra)
 
 
 class ReLU(LayerLego):
@@ -160,9 +153,7 @@ class ReLU(LayerLego):
                  **extra: Any):
         if negative_slope:
             extra["negative_slope"] = negative_slope
-        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
-            "ReLU", name, inplace, 1, None, extra
-        )
+        super().__init__("ReLU", name, inplace=inplace, **extra)
 
 
 class Pool(LayerLego):
@@ -230,9 +221,7 @@ class Eltwise(LayerLego):
             params["coeff"] = list(coeff)
         if extra:
             params.update(extra)
-        self.layer_type, self.name, self.inplace, self.ntop, self.phases, self.params = (
-            "Eltwise", name, False, 1, None, params
-        )
+        super().__init__("Eltwise", name, **params)
 
 
 class Concat(LayerLego):
