@@ -104,6 +104,31 @@ class LayerEntry(NamedTuple):
         return self.for_phase(None)
 
 
+class _Scope:
+    """What :meth:`Net.scope` returns: a context manager (a class, not a generator:
+    blocks open one per use, and this costs less)."""
+
+    __slots__ = ("net", "name", "block", "outer")
+
+    def __init__(self, net: Net, name: str, block: bool) -> None:
+        self.net, self.name, self.block, self.outer = net, name, block, ""
+
+    def __enter__(self) -> str:
+        net = self.net
+        if self.name:
+            self.outer = net._prefix
+            net._prefix = f"{net._prefix}{self.name}_"
+            if self.block:
+                net._blocks.append(net._prefix[:-1])
+        return net.scoped("")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.name:
+            self.net._prefix = self.outer
+            if self.block:
+                self.net._blocks.pop()
+
+
 class Net:
     """A network under construction.  Legos call :meth:`layer`; outputs come from
     :meth:`to_proto`, :meth:`train_val_proto` and :meth:`report`."""
@@ -129,21 +154,10 @@ class Net:
 
     # ------------------------------------------------------------ scoping
 
-    @contextlib.contextmanager
-    def scope(self, name: str, block: bool = False) -> Iterator[str]:
-        """Prefix layer names with ``name_``; ``block=True`` marks a lego block."""
-        if not name:
-            yield self.scoped("")
-            return
-        outer, self._prefix = self._prefix, f"{self._prefix}{name}_"
-        if block:
-            self._blocks.append(self.scoped(""))
-        try:
-            yield self.scoped("")
-        finally:
-            self._prefix = outer
-            if block:
-                self._blocks.pop()
+    def scope(self, name: str, block: bool = False) -> _Scope:
+        """``with net.scope(name):`` prefixes layer names with ``name_`` (and gives the
+        scope's full name); ``block=True`` marks a lego block."""
+        return _Scope(self, name, block)
 
     @contextlib.contextmanager
     def defaults(self, **per_type: Mapping[str, Any]) -> Iterator[None]:

@@ -39,6 +39,20 @@ class LayerLego(Lego):
         self.phases = phases
         self.params = params
 
+    def _configure(self, layer_type: str, name: str, params: dict[str, Any],
+                   extra: dict[str, Any]) -> None:
+        """``__init__`` for subclasses that build ``params`` themselves: ``extra`` (their
+        ``**extra``) adds parameters, except ``inplace``/``ntop``/``phases``, which are
+        the lego's own options, as in ``__init__``."""
+        inplace, ntop, phases = False, 1, None
+        if extra:
+            inplace = extra.pop("inplace", False)
+            ntop = extra.pop("ntop", 1)
+            phases = extra.pop("phases", None)
+            params.update(extra)
+        self.layer_type, self.name, self.params = layer_type, name, params
+        self.inplace, self.ntop, self.phases = inplace, ntop, phases
+
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         return net.add(self.layer_type, bottoms, self.name, self.params, inplace=self.inplace,
                        ntop=self.ntop, phases=self.phases)

@@ -83,20 +83,16 @@ class Conv(LayerLego):
                 pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
             geometry = {**_geometry("kernel", kernel, 1), **_geometry("stride", stride, 1),
                         **_geometry("pad", pad, 0)}
-        params: dict[str, Any] = {"num_output": num_output}
-        params.update(geometry)
-        params["bias_term"] = bias_term
-        params["weight_filler"] = weight_filler or {"type": "msra"}
-        params["param"] = _param_specs(bias_term, param)
+        params: dict[str, Any] = {"num_output": num_output, **geometry, "bias_term": bias_term,
+                                  "weight_filler": weight_filler or {"type": "msra"},
+                                  "param": _param_specs(bias_term, param)}
         if dilation != 1:
             params["dilation"] = dilation
         if group != 1:
             params["group"] = group
         if bias_term:
             params["bias_filler"] = bias_filler or {"type": "constant", "value": 0}
-        if extra:
-            params.update(extra)
-        super().__init__(layer_type, name, **params)
+        self._configure(layer_type, name, params, extra)
 
 
 # BatchNorm's three statistics blobs are never learnt; TEST and deploy use them as they are.
