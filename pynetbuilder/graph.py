@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from pynetbuilder.errors import NetError, ShapeError
 from pynetbuilder.layers import Shape, UnknownShapeError, apply_rule
 from pynetbuilder.report import Figures, LayerRow, Report
-from pynetbuilder.schema import LayerTemplates, caffe_pb2, instantiate
+from pynetbuilder.schema import LayerTemplates, Setting, caffe_pb2, instantiate
 
 
 class Phase(StrEnum):
@@ -66,7 +66,7 @@ def _mask(phases: Iterable[Phase | str]) -> int:
 
 
 _new_tuple = tuple.__new__  # a NamedTuple from a complete tuple, skipping its __new__
-Template = tuple[int, Any]  # (setting number, nameless LayerParameter): see LayerTemplates
+Template = Setting  # a layer's setting in one phase: see LayerTemplates
 
 
 class LayerEntry(NamedTuple):
@@ -96,7 +96,7 @@ class LayerEntry(NamedTuple):
     def for_phase(self, phase: Phase | None) -> Any:
         """A new ``LayerParameter`` of the layer as it stands in ``phase``."""
         template = self.template if phase is None else self.templates[_index(phase)]
-        return instantiate(template[1], self.name, self.bottoms, self.tops)
+        return instantiate(template.message(), self.name, self.bottoms, self.tops)
 
     @property
     def proto(self) -> Any:
@@ -321,7 +321,7 @@ class Net:
         taken not to change: its answer is remembered by identity (and it is kept)."""
         read_only = type(overrides) is MappingProxyType
         if read_only:
-            found = self._by_overrides.get((base[0], id(overrides)))
+            found = self._by_overrides.get((base.number, id(overrides)))
             if found is not None:
                 return found
         derived: dict[int, Template] = {}  # phases often share one override mapping
@@ -335,7 +335,7 @@ class Net:
             chosen[_index(key)] = template
         per_phase = tuple(chosen)
         if read_only:
-            self._by_overrides[(base[0], id(overrides))] = per_phase
+            self._by_overrides[(base.number, id(overrides))] = per_phase
             self._kept.append(overrides)
         return per_phase
 
@@ -369,15 +369,15 @@ class Net:
         try:
             for entry in entries[done:]:
                 if entry.mask & bit:
-                    number, template = entry.templates[index]
+                    setting = entry.templates[index]
                     declared = None if entry.declared is None else entry.declared[index]
-                    key = (number, None if declared is None else tuple(declared),
+                    key = (setting.number, None if declared is None else tuple(declared),
                            *map(shape_of, entry.bottoms))
                     figures = costs.get(key)
                     if figures is None:
                         bottoms = list(key[2:])
                         try:  # the rule reads the nameless template; only errors need the name
-                            found = apply_rule(template, bottoms, declared)
+                            found = apply_rule(setting.view, bottoms, declared)
                         except ShapeError:
                             apply_rule(entry.for_phase(phase), bottoms, declared)
                             raise

@@ -18,6 +18,8 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from pynetbuilder.protoview import message_args, view
+
 try:
     from pynetbuilder.proto import caffe_pb2
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
@@ -27,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     ) from exc
 
 __all__ = [
-    "caffe_pb2", "assign", "param_field", "layer_parameter", "LayerTemplates",
+    "caffe_pb2", "assign", "param_field", "layer_parameter", "LayerTemplates", "Setting",
     "instantiate", "to_text", "parse_net",
 ]
 
@@ -166,6 +168,27 @@ def _constructor_args(descriptor: Any, values: Mapping[str, Any]) -> dict[str, A
 _TOP_LEVEL = frozenset(caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name)
 
 
+def _split(
+    layer_type: str, params: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """``params`` as ``LayerParameter`` fields, the type's parameter field and its values."""
+    top_level: dict[str, Any] = {}
+    own: dict[str, Any] = {}
+    if params:
+        for key, value in params.items():
+            if key in _TOP_LEVEL:
+                top_level[key] = value
+            else:
+                own[key] = value
+    field = param_field(layer_type) if own else None
+    if own and field is None:
+        raise AttributeError(
+            f"layer type {layer_type!r} has no parameter message; "
+            f"unexpected arguments: {', '.join(sorted(own))}"
+        )
+    return top_level, field, own
+
+
 def layer_parameter(
     layer_type: str,
     name: str,
@@ -180,16 +203,7 @@ def layer_parameter(
     into the type's own parameter message (``convolution_param`` for
     ``Convolution``), where protobuf rejects a misspelt one.
     """
-    top_level: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    for key, value in (params or {}).items():
-        (top_level if key in _TOP_LEVEL else own)[key] = value
-    field = param_field(layer_type) if own else None
-    if own and field is None:
-        raise AttributeError(
-            f"layer type {layer_type!r} has no parameter message; "
-            f"unexpected arguments: {', '.join(sorted(own))}"
-        )
+    top_level, field, own = _split(layer_type, params)
     if field is None or field not in top_level:
         try:
             args = _constructor_args(
@@ -210,26 +224,58 @@ def layer_parameter(
     return layer
 
 
+class Setting:
+    """One distinct layer setting of a net: type, parameters and number of tops.
+
+    Checked against the schema when made (a misspelt field or a value of the wrong
+    type fails here, at build time).  ``view`` is what shape rules read: a
+    :class:`~pynetbuilder.protoview.MessageView` of the nameless layer (or the
+    message itself, where the view could not vouch for a value); :meth:`message`
+    builds the nameless ``LayerParameter`` when an output needs it.
+    """
+
+    __slots__ = ("number", "view", "_message")
+
+    def __init__(self, number: int, layer_type: str, params: Mapping[str, Any], ntop: int):
+        self.number = number
+        top_level, field, own = _split(layer_type, params)
+        found = None
+        if field not in top_level:  # else own values merge into a given message: protobuf's job
+            values = {"name": "", "type": layer_type, "top": ("",) * ntop, **top_level}
+            if field is not None:
+                values[field] = own
+            found = view(caffe_pb2.LayerParameter.DESCRIPTOR, values)
+        if found is None:
+            self._message = layer_parameter(layer_type, "", [], [""] * ntop, params)
+            self.view: Any = self._message
+        else:
+            self._message = None
+            self.view = found
+
+    def message(self) -> Message:
+        """The nameless ``LayerParameter`` of this setting (shared: copy to change it)."""
+        if self._message is None:
+            self._message = caffe_pb2.LayerParameter(**message_args(self.view))
+        return self._message
+
+
 class LayerTemplates:
-    """:func:`layer_parameter` with a memory: a net repeats a few layer settings many
-    times (every BatchNorm alike, most convolutions alike), so each distinct setting
-    is built and checked once, and :func:`instantiate` names a copy.  A template's
-    number identifies its setting (equal numbers, equal settings).  One per net;
-    nothing is shared between nets.
+    """The distinct settings of one net: a net repeats a few layer settings many times
+    (every BatchNorm alike, most convolutions alike), so each is checked once and
+    numbered (equal numbers, equal settings); :func:`instantiate` names a copy of its
+    message.  One per net; nothing is shared between nets.
     """
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[str, Any], tuple[int, Message]] = {}
-        self._derived: dict[tuple[Any, ...], tuple[int, Message]] = {}
+        self._by_key: dict[tuple[str, Any], Setting] = {}
+        self._derived: dict[tuple[Any, ...], Setting] = {}
         # read-only mappings (MappingProxyType) by identity; each is kept alive here, so
         # its id is not reused while this memory lasts
-        self._by_identity: dict[tuple[str, int, int], tuple[int, Message]] = {}
+        self._by_identity: dict[tuple[str, int, int], Setting] = {}
         self._kept: list[Mapping[str, Any]] = []
 
-    def get(self, layer_type: str, params: Mapping[str, Any], ntop: int = 1
-            ) -> tuple[int, Message]:
-        """``(number, template)`` for a layer type, its parameters and its number of tops:
-        a nameless layer with ``ntop`` empty top names (shape rules need the count).
+    def get(self, layer_type: str, params: Mapping[str, Any], ntop: int = 1) -> Setting:
+        """The setting of a layer type, its parameters and its number of tops.
 
         A read-only ``params`` (``types.MappingProxyType``) is taken not to change, so
         it is looked up by identity, without reading it again.
@@ -247,20 +293,19 @@ class LayerTemplates:
             key = (layer_type, ntop, repr(params))
         found = self._by_key.get(key)
         if found is None:
-            template = layer_parameter(layer_type, "", [], [""] * ntop, params)
-            found = self._by_key[key] = (len(self._by_key), template)
+            found = self._by_key[key] = Setting(len(self._by_key), layer_type, params, ntop)
         return found
 
     def derive(
-        self, base: tuple[int, Message], layer_type: str, params: Mapping[str, Any],
+        self, base: Setting, layer_type: str, params: Mapping[str, Any],
         extra: Mapping[str, Any], ntop: int = 1,
-    ) -> tuple[int, Message]:
-        """The template of ``params`` with ``extra``'s keys replacing theirs (a phase's
+    ) -> Setting:
+        """The setting of ``params`` with ``extra``'s keys replacing theirs (a phase's
         override), where ``base`` is ``get(layer_type, params)``."""
         try:
-            key: tuple[Any, ...] = (base[0], marshal.dumps(extra))
+            key: tuple[Any, ...] = (base.number, marshal.dumps(extra))
         except ValueError:
-            key = (base[0], repr(extra))
+            key = (base.number, repr(extra))
         found = self._derived.get(key)
         if found is None:
             found = self._derived[key] = self.get(layer_type, {**params, **extra}, ntop)
