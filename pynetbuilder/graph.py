@@ -371,8 +371,12 @@ class Net:
                 if entry.mask & bit:
                     setting = entry.templates[index]
                     declared = None if entry.declared is None else entry.declared[index]
-                    key = (setting.number, None if declared is None else tuple(declared),
-                           *map(shape_of, entry.bottoms))
+                    names = entry.bottoms
+                    if len(names) == 1 and declared is None:  # most layers
+                        key = (setting.number, None, shapes[names[0]])
+                    else:
+                        key = (setting.number, None if declared is None else tuple(declared),
+                               *map(shape_of, names))
                     figures = costs.get(key)
                     if figures is None:
                         bottoms = list(key[2:])
@@ -382,7 +386,11 @@ class Net:
                             apply_rule(entry.for_phase(phase), bottoms, declared)
                             raise
                         figures = costs[key] = Figures.of(entry.type, found)
-                    shapes.update(zip(entry.tops, figures[0]))
+                    tops, out = entry.tops, figures[0]
+                    if len(tops) == 1 and out:  # most layers
+                        shapes[tops[0]] = out[0]
+                    else:
+                        shapes.update(zip(tops, out))
                     rows.append(row(entry.name, entry.type, entry.bottoms, entry.tops, figures,
                                     entry.block))
                 done += 1
