@@ -27,6 +27,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError, ShapeError
@@ -153,11 +154,12 @@ class Report:
     @property
     def totals(self) -> Totals:
         rows = self.rows
-        return Totals(
-            sum(r.params for r in rows), sum(r.macs for r in rows),
-            sum(r.activations for r in rows), len(rows),
-            sum(r.legacy_params for r in rows), sum(r.legacy_flops for r in rows),
-        )
+
+        def total(column: str) -> int:
+            return sum(map(attrgetter(column), rows))
+
+        return Totals(total("params"), total("macs"), total("activations"), len(rows),
+                      total("legacy_params"), total("legacy_flops"))
 
     def legacy_lines(self) -> str:
         """The two lines the original tool printed (values in millions)."""
