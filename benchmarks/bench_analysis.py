@@ -147,7 +147,7 @@ class CaffeWorker:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9,
-                        help="interleaved rounds (each: 5 runs of ours, 1 of each Caffe way)")
+                        help="interleaved rounds (each: 10 runs of ours, 1 of each Caffe way)")
     parser.add_argument("--caffe-worker", metavar="PROTOTXT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.caffe_worker:
@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     built = resnet_imagenet("bottleneck", 256, blocks).to_proto("deploy")
     ours_name = "pynetbuilder: build from legos + analyse"
     methods: list[tuple[str, Callable[[], object], int]] = [
-        (ours_name, lambda: ours(blocks)[:2], 5),
+        (ours_name, lambda: ours(blocks)[:2], 10),
         ("pynetbuilder: analyse the built NetParameter",
-         lambda: (lambda x: (x.legacy_params, x.legacy_flops))(analyze(built).totals), 5),
+         lambda: (lambda x: (x.legacy_params, x.legacy_flops))(analyze(built).totals), 10),
     ]
     t = Timings()
     with tempfile.TemporaryDirectory() as tmp:
