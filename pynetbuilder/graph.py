@@ -305,6 +305,9 @@ class Net:
             self._blocks[-1] if self._blocks else "",
         )))
         names[full] = used | mask
+        if inplace:  # its blob had no readers (checked above) and is rewritten: still none
+            producers[bottoms[0]] |= mask
+            return list(bottoms)
         for b in bottoms:
             readers.setdefault(b, full)
         for t in top_names:
@@ -365,7 +368,6 @@ class Net:
         bit = 1 << index
         costs = self._costs
         shape_of = shapes.__getitem__
-        row = LayerRow.from_figures
         try:
             for entry in entries[done:]:
                 if entry.mask & bit:
@@ -391,8 +393,9 @@ class Net:
                         shapes[tops[0]] = out[0]
                     else:
                         shapes.update(zip(tops, out))
-                    rows.append(row(entry.name, entry.type, entry.bottoms, entry.tops, figures,
-                                    entry.block))
+                    # LayerRow.from_figures, without a call per layer
+                    rows.append(_new_tuple(LayerRow, (entry.name, entry.type, entry.bottoms,
+                                                      entry.tops, *figures, entry.block)))
                 done += 1
         finally:
             state[0] = done
