@@ -288,6 +288,23 @@ def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str
         )
 
 
+def extract_safely(tar: tarfile.TarFile, target: Path) -> None:
+    """Extract plain files and folders inside ``target`` only (the archive's sha256 is
+    checked already; this guards the extraction itself).  Python 3.11.4 and later
+    do it with the "data" filter; older 3.11 releases (Debian 12 ships 3.11.2) lack
+    it, so each member is checked here first."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, filter="data")
+        return
+    root = target.resolve()
+    for member in tar.getmembers():
+        where = (root / member.name).resolve()
+        if not where.is_relative_to(root) or not (member.isfile() or member.isdir()):
+            raise SystemExit(f"refusing to extract {member.name!r} from {tar.name}: "
+                             "only plain files and folders inside the archive's folder")
+    tar.extractall(target)
+
+
 def build_caffe(abi: dict[str, str], final: Path) -> None:
     archive = fetch_sdist()
     ensure_debian_packages()
@@ -299,7 +316,7 @@ def build_caffe(abi: dict[str, str], final: Path) -> None:
     try:
         log(f"building Caffe {CAFFE_VERSION} (about 8 minutes on 2 cores); log: {logfile}")
         with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+            extract_safely(tar, staging)
         src = staging / SOURCE_DIR_NAME
         makefile = src / "Makefile"
         text = makefile.read_text()
