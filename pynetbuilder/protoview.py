@@ -210,7 +210,7 @@ def message_args(values: MessageView) -> dict[str, Any]:
     for name, value in values.__dict__.items():
         if isinstance(value, MessageView):
             value = message_args(value)
-        elif type(value) is tuple and value and isinstance(value[0], MessageView):
-            value = [message_args(v) for v in value]
+        elif type(value) is tuple:
+            value = [message_args(v) if isinstance(v, MessageView) else v for v in value]
         args[name] = value
     return args

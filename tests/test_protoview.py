@@ -126,3 +126,14 @@ def test_views_are_snapshots_of_the_data_they_were_made_from():
     p = setting.message().convolution_param
     assert list(p.kernel_size) == [3] and p.weight_filler.type == "msra"
     assert view(caffe_pb2.FillerParameter.DESCRIPTOR, {"type": "msra"}).type == "msra"
+
+
+def test_message_instances_and_plain_data_mix_in_one_repeated_field():
+    spec = caffe_pb2.ParamSpec(lr_mult=0.5)
+    params = {"num_output": 2, "kernel_size": 1, "param": [spec, {"lr_mult": 2, "decay_mult": 0}]}
+    setting = Setting(0, "Convolution", params, 1)
+    assert isinstance(setting.view, MessageView)
+    expected = layer_parameter("Convolution", "", [], [""], params)
+    spec.lr_mult = 7  # the setting took a copy when it was made
+    assert setting.view.param[0].lr_mult == 0.5
+    assert setting.message().SerializeToString() == expected.SerializeToString()

@@ -9,7 +9,23 @@ from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Net
 from pynetbuilder.legos.base import Lego
 from pynetbuilder.legos.checks import check_positive, check_quarter, check_stride
-from pynetbuilder.legos.primitives import Conv, Eltwise, Size, batch_norm, relu, scale
+from pynetbuilder.legos.primitives import Conv, Eltwise, Size, batch_norm, scale
+from pynetbuilder.legos.primitives import relu as add_relu
+
+
+def normalize_and_activate(
+    net: Net, bottom: str, name: str, *, bn: bool = True, relu: bool = True,
+    negative_slope: float = 0.0, inplace: bool = True,
+) -> str:
+    """BatchNorm + Scale (``name_bn``, ``name_scale``) unless ``bn=False``, then ReLU
+    (``name_relu``) unless ``relu=False``; Scale and ReLU work in place.  The top."""
+    top = bottom
+    if bn:
+        top = batch_norm(net, bottom, name + "_bn", inplace=inplace)
+        scale(net, top, name + "_scale")
+    if relu:
+        add_relu(net, top, name + "_relu", negative_slope)
+    return top
 
 
 class BNReLU(Lego):
@@ -26,11 +42,8 @@ class BNReLU(Lego):
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         (bottom,) = bottoms
-        top = batch_norm(net, bottom, f"{self.name}_bn", inplace=self.inplace)
-        scale(net, top, f"{self.name}_scale")
-        if self.relu:
-            relu(net, top, f"{self.name}_relu")
-        return [top]
+        return [normalize_and_activate(net, bottom, self.name, relu=self.relu,
+                                       inplace=self.inplace)]
 
 
 class ConvBNReLU(Lego):
@@ -60,13 +73,8 @@ class ConvBNReLU(Lego):
 
     def attach(self, net: Net, bottoms: Sequence[str]) -> list[str]:
         (top,) = self.conv.attach(net, bottoms)
-        name = self.name
-        if self.bn:
-            batch_norm(net, top, name + "_bn")
-            scale(net, top, name + "_scale")
-        if self.relu:
-            relu(net, top, name + "_relu", self.negative_slope)
-        return [top]
+        return [normalize_and_activate(net, top, self.name, bn=self.bn, relu=self.relu,
+                                       negative_slope=self.negative_slope)]
 
 
 def ConvBN(name: str, num_output: int, kernel: Size = 3, **kwargs: Any) -> ConvBNReLU:  # noqa: N802
@@ -91,7 +99,7 @@ class EltwiseReLU(Lego):
         prefix = f"{self.name}_" if self.name else ""
         (top,) = Eltwise(f"{prefix}add", self.operation).attach(net, bottoms)
         if self.relu:
-            relu(net, top, f"{prefix}relu")
+            add_relu(net, top, f"{prefix}relu")
         return [top]
 
 
