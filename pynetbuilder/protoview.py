@@ -42,6 +42,7 @@ _INT_RANGES = {
     _C.CPPTYPE_UINT64: (0, 2**64),
 }
 _FLOAT32 = struct.Struct("<f")
+_set_attribute = object.__setattr__  # views refuse assignment; their builder uses this
 
 
 class MessageView:
@@ -52,6 +53,9 @@ class MessageView:
 
     def HasField(self, name: str) -> bool:  # noqa: N802 - protobuf's name
         return name in self.__dict__
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{self.DESCRIPTOR.name} view is read-only (field {name!r})")
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
@@ -191,7 +195,7 @@ def _build(descriptor: Descriptor, values: Mapping[str, Any]) -> MessageView:
         else:
             data[name] = (convert(value),)
     instance = object.__new__(_view_class(descriptor))
-    instance.__dict__ = data
+    _set_attribute(instance, "__dict__", data)
     return instance
 
 

@@ -137,3 +137,13 @@ def test_message_instances_and_plain_data_mix_in_one_repeated_field():
     spec.lr_mult = 7  # the setting took a copy when it was made
     assert setting.view.param[0].lr_mult == 0.5
     assert setting.message().SerializeToString() == expected.SerializeToString()
+
+
+def test_views_are_read_only_even_the_shared_empty_ones():
+    pool = Setting(0, "Pooling", {"pool": "MAX", "kernel_size": 2}, 1).view
+    with pytest.raises(AttributeError, match="read-only"):
+        pool.pooling_param.pool = 1
+    relu = Setting(0, "ReLU", {}, 1).view
+    with pytest.raises(AttributeError, match="read-only"):
+        relu.convolution_param.num_output = 3  # an unset message field: a shared empty view
+    assert relu.convolution_param.num_output == 0
