@@ -90,9 +90,6 @@ class LayerEntry(NamedTuple):
     def phases(self) -> frozenset[Phase]:
         return _SETS[self.mask]
 
-    def template_for(self, phase: Phase) -> Template:
-        return self.templates[_index(phase)]
-
     def for_phase(self, phase: Phase | None) -> Any:
         """A new ``LayerParameter`` of the layer as it stands in ``phase``."""
         template = self.template if phase is None else self.templates[_index(phase)]

@@ -58,9 +58,9 @@ class Figures(NamedTuple):
         blobs = tuple(cost.blobs)
         shapes = tuple(cost.tops)
         params = first = 0
-        for i, (shape, learnable) in enumerate(blobs):
-            size = math.prod(shape)
-            if learnable:
+        for i, blob in enumerate(blobs):
+            size = blob.size
+            if blob.learnable:
                 params += size
             if not i:
                 first = size
