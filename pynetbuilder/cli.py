@@ -93,8 +93,11 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
-    """Analyse the deploy net, then write every output at once and print the report."""
-    report = net.report(Phase.DEPLOY)  # raises before anything is written
+    """Analyse the deploy net, then write every output at once and print the report.
+
+    Layers the analysis could not size (a type without a shape rule ...) do not stop
+    the writing: the report names them and its totals exclude them."""
+    report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}
     if args.output_folder:
         folder = Path(args.output_folder)
@@ -113,6 +116,8 @@ def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
         f"layers: {t.layers}  (deploy net, input {report.blob_shapes.get('data', '?')})",
         file=out,
     )
+    for line in report.skipped_lines():
+        print(line, file=out)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,

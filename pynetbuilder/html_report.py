@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pynetbuilder import draw
+from pynetbuilder.kinds import Category, types_with
 from pynetbuilder.report import Report
 
 _SVG_START = re.compile(r"<svg\b")
@@ -121,8 +122,7 @@ def render_html(
         for i, r in enumerate(report.rows, 1)
     ]
     inputs = [(n.name, draw.shape_text(n.shapes)) for n in layers.nodes
-              if n.type in ("Input", "Data", "ImageData", "HDF5Data", "AnnotatedData",
-                            "MemoryData", "DummyData", "WindowData")]
+              if n.type in types_with(Category.INPUT | Category.DATA)]
     skipped = list(getattr(report, "skipped", ()))
     return _environment().get_template("report.html.j2").render(
         title=title or report.name,

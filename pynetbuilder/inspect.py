@@ -47,13 +47,11 @@ from typing import Any
 from google.protobuf import text_format
 
 from pynetbuilder.errors import NetError, UsageError
-from pynetbuilder.layers import Shape
+from pynetbuilder.kinds import Shape, kind_of, v1_type
 from pynetbuilder.report import Report, analyze
 from pynetbuilder.schema import caffe_pb2
 
 PHASES = ("deploy", "train", "test")
-# data layers whose top shapes the prototxt does not hold
-DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData")
 
 
 @dataclass
@@ -171,7 +169,7 @@ def _load_prototxt(
     inputs, declared, notes = input_shapes(net, input_shape, Path(path).parent)
     report = analyze(
         net, inputs=inputs, declared=declared, blocks=derive_blocks(net),
-        phase=phase, skip_unknown=True,
+        phase=phase,
     )
     if not report.name:
         report.name = Path(path).stem
@@ -335,7 +333,7 @@ def input_shapes(
                 f"Input layer {layer.name!r} declares no shape; give --input-shape N,C,H,W"
             )
     for layer in net.layer:
-        if layer.type in DATA_LAYERS:
+        if kind_of(layer.type).source:  # a data layer: its tops' shapes are not in the text
             shapes, note = _data_shapes(layer, given, folder)
             declared[layer.name] = shapes
             notes.append(note)
@@ -612,22 +610,6 @@ def block_rows(inspected: Inspected) -> list[BlockTotals]:
 # ---------------------------------------------------------------- V1 upgrade
 
 
-# V1LayerParameter.LayerType -> the type name Caffe's UpgradeV1LayerType gives
-_V1_TYPES = {
-    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
-    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
-    "DATA": "Data", "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
-    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU",
-    "SIGMOID": "Sigmoid", "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
-    "SILENCE": "Silence", "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss",
-    "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData",
-    "THRESHOLD": "Threshold",
-}
 _V1_COPIED = ("name", "bottom", "top", "include", "exclude", "loss_weight")
 
 
@@ -647,9 +629,10 @@ def _upgrade_v1(net: Any) -> None:
             else:
                 getattr(new, name).extend(value)
         enum_name = type_names.Name(old.type)
-        if enum_name not in _V1_TYPES:
+        new_type = v1_type(enum_name)
+        if new_type is None:
             raise NetError(f"old-format layer {old.name!r} has no type (V1 type {enum_name})")
-        new.type = _V1_TYPES[enum_name]
+        new.type = new_type
         for field, value in old.ListFields():
             if field.name.endswith("_param") and field.name in layer_fields:
                 getattr(new, field.name).CopyFrom(value)

@@ -29,6 +29,7 @@ from typing import Any
 
 from pynetbuilder.caffelog import LogTable, Record, parse_line, parse_log
 from pynetbuilder.errors import NetError, UsageError
+from pynetbuilder.kinds import kind_of
 from pynetbuilder.schema import caffe_pb2
 
 TOOL_ENV = "PYNETBUILDER_CAFFE"
@@ -150,25 +151,21 @@ class DataSource:
     backend: str = "LMDB"
 
 
-_DATA_TYPES = {"Data": "data_param", "HDF5Data": "hdf5_data_param",
-               "ImageData": "image_data_param"}
-
-
 def data_sources(net: Any) -> dict[str, DataSource]:
-    """The first data layer (Data, HDF5Data, ImageData) of each phase of a
-    ``NetParameter`` holding TRAIN and TEST layers (``include { phase }`` rules; a
-    layer without rules serves both)."""
+    """The first data layer reading a source (a kind with a ``source`` field: Data,
+    HDF5Data, ImageData ...) of each phase of a ``NetParameter`` holding TRAIN and TEST
+    layers (``include { phase }`` rules; a layer without rules serves both)."""
     found: dict[str, DataSource] = {}
     for layer in net.layer:
-        field_name = _DATA_TYPES.get(layer.type)
-        if field_name is None:
+        field_name = kind_of(layer.type).source
+        if not field_name:
             continue
         params = getattr(layer, field_name)
         phases = {rule.phase for rule in layer.include if rule.HasField("phase")}
         for phase, number in (("train", caffe_pb2.TRAIN), ("test", caffe_pb2.TEST)):
             if phase not in found and (not phases or number in phases):
                 backend = (caffe_pb2.DataParameter.DB.Name(params.backend)
-                           if layer.type == "Data" else "")
+                           if field_name == "data_param" else "")
                 found[phase] = DataSource(phase, layer.name, layer.type, params.source,
                                           params.batch_size, backend)
     return found
@@ -187,11 +184,13 @@ def count_images(src: DataSource, base: Path) -> int | None:
     what = f"the {src.phase} data source {src.source!r} (layer {src.layer})"
     if not path.exists():
         raise UsageError(f"{what} does not exist")
-    if src.type == "Data":
+    if src.backend:  # a database (Data, AnnotatedData)
         if src.backend != "LMDB":
             return None
         with _lmdb(path, what) as env:
             return int(env.stat()["entries"])
+    if src.type == "WindowData":
+        return None  # a window file lists boxes per image, not samples
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if src.type == "ImageData":
         return len(lines)
