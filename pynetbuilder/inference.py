@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError, ShapeError
@@ -107,8 +106,7 @@ class LayerRow(NamedTuple):
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SkippedLayer:
+class SkippedLayer(NamedTuple):
     """A layer the analysis could not size, and why (its tops' shapes are unknown)."""
 
     name: str

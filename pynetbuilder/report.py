@@ -23,11 +23,9 @@ Conventions (also in README.md):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from pynetbuilder.inference import Figures, Inference, LayerRow, SkippedLayer, setting_key
 from pynetbuilder.kinds import Shape
@@ -35,8 +33,7 @@ from pynetbuilder.kinds import Shape
 __all__ = ["Figures", "LayerRow", "SkippedLayer", "Totals", "Report", "header_inputs", "analyze"]
 
 
-@dataclass
-class Totals:
+class Totals(NamedTuple):
     params: int
     macs: int
     activations: int
@@ -45,15 +42,28 @@ class Totals:
     legacy_flops: int
 
 
-@dataclass
 class Report:
-    name: str
-    phase: str
-    rows: list[LayerRow]
-    blob_shapes: dict[str, Shape] = field(default_factory=dict)
-    # layers not analysed (no shape rule, or an input of unknown shape): not in rows,
-    # so the totals exclude them
-    skipped: list[SkippedLayer] = field(default_factory=list)
+    """The analysis of one net in one phase: a row per analysed layer, every blob's
+    shape, and the layers not analysed (no shape rule, or an input of unknown shape:
+    not in ``rows``, so the totals exclude them)."""
+
+    __slots__ = ("name", "phase", "rows", "blob_shapes", "skipped")
+
+    def __init__(self, name: str, phase: str, rows: list[LayerRow],
+                 blob_shapes: dict[str, Shape] | None = None,
+                 skipped: list[SkippedLayer] | None = None) -> None:
+        self.name = name
+        self.phase = phase
+        self.rows = rows
+        self.blob_shapes = {} if blob_shapes is None else blob_shapes
+        self.skipped = [] if skipped is None else skipped
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Report) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Report({self.name!r}, {self.phase!r}, {len(self.rows)} rows)"
 
     @property
     def totals(self) -> Totals:
@@ -78,7 +88,7 @@ class Report:
         return {
             "net": self.name,
             "phase": self.phase,
-            **asdict(self.totals),
+            **self.totals._asdict(),
             **skipped,
             "conventions": {
                 "params": "learnable parameter blobs (all but BatchNorm statistics)",
@@ -92,6 +102,8 @@ class Report:
         }
 
     def json_text(self) -> str:
+        import json
+
         return json.dumps(self.to_json(), indent=1) + "\n"
 
     def table(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -109,11 +108,15 @@ def instantiate(
 
 def to_text(message: Message) -> str:
     """Protobuf text format, as Caffe reads it."""
+    from google.protobuf import text_format
+
     return text_format.MessageToString(message)
 
 
 def parse_net(text: str) -> Message:
     """Parse a prototxt into a ``NetParameter`` (protobuf reports line and column)."""
+    from google.protobuf import text_format
+
     net = caffe_pb2.NetParameter()
     text_format.Parse(text, net)
     return net

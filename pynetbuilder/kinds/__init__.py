@@ -126,11 +126,12 @@ def apply_rule(
         raise UnknownShapeError(f"layer {layer.name!r}: no shape rule for type {layer.type!r}")
     cost = entry.rule(layer, bottoms, declared)
     specs = layer.param
-    if specs:  # a blob whose ParamSpec says lr_mult: 0 is fixed, not learnt
-        blobs = cost.blobs
+    if specs and cost.blobs:  # a blob whose ParamSpec says lr_mult: 0 is fixed, not learnt
+        blobs = list(cost.blobs)
         for i in range(min(len(specs), len(blobs))):
             if blobs[i].learnable and specs[i].lr_mult == 0:
                 blobs[i] = ParamBlob(blobs[i].shape, False)
+        cost = cost._replace(blobs=blobs)
     for i, shape in enumerate(cost.tops):
         if shape and min(shape) < 1:
             raise ShapeError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from enum import Flag, auto
 from typing import Any, NamedTuple, Protocol
 
@@ -55,12 +54,11 @@ class ParamBlob(NamedTuple):
         return math.prod(self.shape)
 
 
-@dataclass(slots=True)
-class LayerCost:
+class LayerCost(NamedTuple):
     """What a rule gives: top shapes, parameter blobs (Caffe's order) and MACs."""
 
-    tops: list[Shape]
-    blobs: list[ParamBlob] = field(default_factory=list)
+    tops: Sequence[Shape]
+    blobs: Sequence[ParamBlob] = ()
     macs: int = 0
 
 
@@ -84,8 +82,7 @@ class Category(Flag):
     INPLACE = auto()  # Caffe computes it correctly with its top equal to its bottom
 
 
-@dataclass(frozen=True, slots=True)
-class LayerKind:
+class LayerKind(NamedTuple):
     """One Caffe layer type (see the module's docstring).
 
     ``param`` is the ``LayerParameter`` field of its settings ("" where it is named
