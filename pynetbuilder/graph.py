@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from pynetbuilder.errors import NetError
+from pynetbuilder.errors import NetError, SettingError
 from pynetbuilder.inference import Figures, Inference
 from pynetbuilder.kinds import Shape
 from pynetbuilder.report import Report
@@ -285,11 +285,14 @@ class Net:
                 params = {**defaults, **params}  # params: a fresh dict, the caller's wins
         templates = self._templates
         ntops = len(top_names)
-        base = templates.get(layer_type, params, ntops)
-        if overrides:
-            per_phase = self._phase_templates(base, layer_type, params, overrides, ntops)
-        else:
-            per_phase = (base, base, base)
+        try:
+            base = templates.get(layer_type, params, ntops)
+            if overrides:
+                per_phase = self._phase_templates(base, layer_type, params, overrides, ntops)
+            else:
+                per_phase = (base, base, base)
+        except SettingError as exc:
+            raise SettingError(f"layer {full!r}: {exc}") from None
         declared = None
         if shapes:
             given: list[list[Shape] | None] = [None] * len(_PHASES)

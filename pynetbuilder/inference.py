@@ -26,7 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError, ShapeError
-from pynetbuilder.kinds import LayerCost, LayerLike, ParamBlob, Shape, UnknownShapeError, apply_rule
+from pynetbuilder.kinds import (
+    LayerCost,
+    LayerLike,
+    ParamBlob,
+    Shape,
+    UnknownShapeError,
+    apply_rule,
+    check_blob_size,
+)
 from pynetbuilder.schema import caffe_pb2
 
 __all__ = ["Figures", "LayerRow", "SkippedLayer", "Inference", "setting_key"]
@@ -143,6 +151,8 @@ class Inference:
     def __init__(self, shapes: Mapping[str, Shape] | None = None,
                  memo: dict[Any, Figures] | None = None) -> None:
         self.shapes: dict[str, Shape] = dict(shapes or {})
+        for blob, shape in self.shapes.items():
+            check_blob_size(shape, f"input {blob!r}")
         self.rows: list[LayerRow] = []
         self.skipped: list[SkippedLayer] = []
         self.unknown: dict[str, str] = {}  # blob of unknown shape -> layer that left it so

@@ -115,9 +115,10 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
-    if not shape or min(shape) < 1:
+    if not shape or min(shape) < 1 or max(shape) > 2**31 - 1:
         raise UsageError(
-            f"--input-shape takes positive integers N,C,H,W (or C,H,W), got {text!r}"
+            f"--input-shape takes positive integers N,C,H,W (or C,H,W) up to 2147483647 "
+            f"(Caffe's int), got {text!r}"
         )
     return shape
 

@@ -55,9 +55,11 @@ def assign(message: Message, values: Mapping[str, Any]) -> Message:
             except (TypeError, ValueError) as exc:
                 if isinstance(exc, ValueError) and field.enum_type is not None:
                     raise
+                limits = _RANGES.get(field.type)
                 raise TypeError(
                     f"{message.DESCRIPTOR.name}.{key} takes {_TYPE_NAMES[field.type]}"
                     f"{' values' if repeated else ''}, not {value!r}"
+                    + (f" (from {limits[0]} to {limits[1]})" if limits else "")
                 ) from None
     return message
 
@@ -73,6 +75,14 @@ _TYPE_NAMES = {
     FieldDescriptor.TYPE_INT64: "an integer",
     FieldDescriptor.TYPE_UINT32: "a non-negative integer",
     FieldDescriptor.TYPE_UINT64: "a non-negative integer",
+}
+
+
+_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from pynetbuilder.errors import SettingError
 from pynetbuilder.kinds import param_field
 from pynetbuilder.schema import assign, caffe_pb2
 
@@ -76,7 +77,7 @@ def _split(
                 own[key] = value
     field = param_field(layer_type) if own else None
     if own and field is None:
-        raise AttributeError(
+        raise SettingError(
             f"layer type {layer_type!r} has no parameter message; "
             f"unexpected arguments: {', '.join(sorted(own))}"
         )
@@ -106,9 +107,13 @@ def layer_parameter(
     layer = caffe_pb2.LayerParameter(name=name, type=layer_type)
     layer.bottom.extend(bottoms)
     layer.top.extend(tops)
-    assign(layer, top_level)
-    if field is not None:
-        assign(getattr(layer, field), own)
+    try:
+        assign(layer, top_level)
+        if field is not None:
+            assign(getattr(layer, field), own)
+    except (AttributeError, TypeError, ValueError) as exc:
+        where = f"layer {name!r} ({layer_type})" if name else f"{layer_type} layer"
+        raise SettingError(f"{where}: {exc}") from None
     return layer
 
 

@@ -167,3 +167,35 @@ def test_the_package_imports_without_pycaffe():
         capture_output=True, text=True,
     )
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "alexnet", "--num_classes", "4294967296"],
+         "layer 'fc8': InnerProduct layer: InnerProductParameter.num_output takes a "
+         "non-negative integer, not 4294967296 (from 0 to 4294967295)"),
+        (["build", "resnet", "--initial_channels", "99999999999"],
+         "ConvolutionParameter.num_output takes a non-negative integer, not 99999999999"),
+    ],
+)
+def test_settings_beyond_the_schema_are_one_line(argv, message, tmp_path):
+    done = subprocess.run([str(VENV_PY), "-m", "pynetbuilder", *argv, "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("pynetbuilder: error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_blobs_beyond_int_max_are_refused_as_caffe_does(tmp_path):
+    """Caffe's Blob::Reshape: at most INT_MAX elements (checked against real Caffe)."""
+    text = ('input: "data" input_shape { dim: 100000 dim: 3 dim: 3000 dim: 3000 }\n'
+            'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    with pytest.raises(ShapeError, match="INT_MAX"):
+        analyze(parse_net(text))
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    done = subprocess.run([str(VENV_PY), "-c", f"import caffe; caffe.Net({str(path)!r}, 1)"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "INT_MAX" in done.stderr

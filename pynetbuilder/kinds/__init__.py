@@ -51,7 +51,8 @@ from pynetbuilder.schema import caffe_pb2
 
 __all__ = [
     "KINDS", "Category", "LayerCost", "LayerKind", "LayerLike", "ParamBlob", "Shape",
-    "UnknownShapeError", "apply_rule", "kind_of", "param_field", "types_with", "v1_type",
+    "UnknownShapeError", "apply_rule", "check_blob_size", "kind_of", "param_field",
+    "types_with", "v1_type",
 ]
 
 _MODULES = (data, convolution, pooling, elementwise, structure, resize, detection, outputs)
@@ -112,6 +113,19 @@ def v1_type(v1_name: str) -> str | None:
     return _v1_types().get(v1_name)
 
 
+INT_MAX = 2**31 - 1
+
+
+def check_blob_size(shape: Shape, what: str) -> None:
+    """Caffe's ``Blob::Reshape`` check: at most ``INT_MAX`` elements."""
+    total = 1
+    for d in shape:
+        total *= d
+    if total > INT_MAX:
+        raise ShapeError(f"{what}: a blob of shape {tuple(shape)} has {total:,} elements; "
+                         f"Caffe's blobs hold at most {INT_MAX:,} (INT_MAX)")
+
+
 def apply_rule(
     layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None = None
 ) -> LayerCost:
@@ -133,6 +147,7 @@ def apply_rule(
                 blobs[i] = ParamBlob(blobs[i].shape, False)
         cost = cost._replace(blobs=blobs)
     for i, shape in enumerate(cost.tops):
+        check_blob_size(shape, f"{layer.type} layer {layer.name!r}")
         if shape and min(shape) < 1:
             raise ShapeError(
                 f"{layer.type} layer {layer.name!r} gives {layer.top[i]!r} the shape {shape} "
