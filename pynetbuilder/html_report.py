@@ -82,6 +82,8 @@ def render_html(
     for d, label in ((blocks, "blocks"), (layers, "layers")):
         if d is blocks and not has_blocks:
             continue
+        if len(d.nodes) > draw.MAX_NODES:  # Graphviz would take minutes: see draw.diagram
+            continue
         svg = draw.render_diagram(d, "svg", rankdir)
         drawings.append({
             "id": f"drawing-{label}",

@@ -86,7 +86,7 @@ def main(argv: Sequence[str]) -> None:
     d = draw.diagram(inspected.net, inspected.report, args.level)
     data = draw.render_diagram(d, fmt, args.rankdir)
     (path,) = write_files({Path(args.output): data})
-    groups = len(d.groups()) if args.level == "layer" else 0
+    groups = len(d.groups()) if d.level == "layer" else 0
     print(f"wrote {path} ({len(d.nodes)} nodes"
-          + (f" in {groups} blocks" if groups else "") + f", {args.level} view, "
-          f"{inspected.report.phase} net)")
+          + (f" in {groups} blocks" if groups else "") + f", {d.level} view, "
+          f"{inspected.report.phase} net)" + (f"; {d.note}" if d.note else ""))
