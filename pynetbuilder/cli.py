@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import NoReturn
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
+from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
 from pynetbuilder.io import write_files
 from pynetbuilder.legos import ClassificationData
 from pynetbuilder.legos.data import BACKENDS
@@ -125,16 +127,24 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     """Run ``main`` turning user errors into one line and exit status 2.
 
     A reader that went away (``pynetbuilder analyze big.prototxt | head``) ends the
-    printing quietly, with status 0.
+    printing quietly, with status 0.  SIGINT and SIGTERM end it with one line and
+    status 130 / 143 (:mod:`pynetbuilder.interrupts`): outputs are written whole or
+    not at all, and child processes are ended.
     """
+    name = prog or Path(sys.argv[0]).name
     try:
-        main(argv)
-        sys.stdout.flush()
+        with signals_as_exceptions():
+            main(argv)
+            sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error
         return 0
+    except (KeyboardInterrupt, Terminated) as exc:
+        kept = getattr(exc, "kept", "") or "outputs not complete were not written"
+        print(f"{name}: interrupted by {signal.Signals(signal_of(exc)).name}; {kept}",
+              file=sys.stderr)
+        return exit_status(exc)
     except (UsageError, NetError, OSError) as exc:
-        name = prog or Path(sys.argv[0]).name
         if isinstance(exc, OSError) and exc.filename:
             exc = f"cannot write {exc.filename}: {exc.strerror} (nothing was written)"
         print(f"{name}: error: {exc}", file=sys.stderr)
