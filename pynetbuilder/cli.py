@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
@@ -24,11 +24,23 @@ from pynetbuilder.legos.data import BACKENDS
 EXIT_USAGE = 2
 
 
+def error_line(prog: str, message: str) -> str:
+    """The one form of every error: ``pynetbuilder: error: [where: ]what``, where
+    ``where`` is the subcommand or script (``analyze``, ``build_resnet.py``)."""
+    where = prog.removeprefix("pynetbuilder").strip()
+    return f"pynetbuilder: error: {where + ': ' if where else ''}{message}"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
+    """argparse that reports a bad flag in one line (no usage dump) and exits 2, and
+    takes no abbreviations (``--dept`` is not ``--depth``: an unknown knob is refused)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, error_line(self.prog, message) + "\n")
 
 
 def positive_int(text: str) -> int:
@@ -131,7 +143,6 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     status 130 / 143 (:mod:`pynetbuilder.interrupts`): outputs are written whole or
     not at all, and child processes are ended.
     """
-    name = prog or Path(sys.argv[0]).name
     try:
         with signals_as_exceptions():
             main(argv)
@@ -141,12 +152,12 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         return 0
     except (KeyboardInterrupt, Terminated) as exc:
         kept = getattr(exc, "kept", "") or "outputs not complete were not written"
-        print(f"{name}: interrupted by {signal.Signals(signal_of(exc)).name}; {kept}",
+        print(f"pynetbuilder: interrupted by {signal.Signals(signal_of(exc)).name}; {kept}",
               file=sys.stderr)
         return exit_status(exc)
     except (UsageError, NetError, OSError) as exc:
         if isinstance(exc, OSError) and exc.filename:
             exc = f"cannot write {exc.filename}: {exc.strerror} (nothing was written)"
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        print(error_line(prog or "", str(exc)), file=sys.stderr)
         return EXIT_USAGE
     return 0

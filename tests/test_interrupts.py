@@ -62,3 +62,23 @@ def test_draw_interrupted_while_graphviz_runs(signum, status, tmp_path):
     while dot in _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert dot not in _processes_with(marker), "Graphviz's dot outlived the command"
+
+
+@pytest.mark.parametrize(
+    "argv, start",
+    [
+        (["build", "resnet", "--dept", "20"], "pynetbuilder: error: resnet has no knob or flag "
+         "'--dept'"),
+        (["build", "resnet", "--num", "3"], "pynetbuilder: error: resnet has no knob or flag "
+         "'--num'"),
+        (["analyze", "resnet", "--input-shape", "0"], "pynetbuilder: error: analyze: argument "
+         "--input-shape"),
+    ],
+)
+def test_one_error_form_and_no_abbreviations(argv, start, tmp_path):
+    done = subprocess.run([str(VENV_PY), "-m", "pynetbuilder", *argv], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(start), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
