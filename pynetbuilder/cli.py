@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
@@ -23,7 +23,11 @@ EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
+    """argparse that reports a bad flag in one line (no usage dump) and exits 2, and
+    takes no abbreviation of a flag (``--dept`` never means ``--depth``)."""
+
+    def __init__(self, *args: Any, allow_abbrev: bool = False, **kwargs: Any):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")

@@ -17,9 +17,9 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from pynetbuilder.dataio.atomic import staged
 from pynetbuilder.dataio.checks import DataError, as_labels, as_uint8_or_float
 from pynetbuilder.dataio.progress import Progress
+from pynetbuilder.io import OutputSet, joining
 from pynetbuilder.schema import caffe_pb2
 
 PAGE = 4096
@@ -46,7 +46,8 @@ def _estimated_map_size(count: int, record: int) -> int:
 
 def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarray | Sequence,
                *, progress: bool | None = None, overwrite: bool = False,
-               num_classes: int | None = None, map_size: int | None = None) -> Path:
+               num_classes: int | None = None, map_size: int | None = None,
+               outputs: OutputSet | None = None) -> Path:
     """Write ``images`` (N x C x H x W) and ``labels`` as an LMDB folder at ``path``.
 
     uint8 images go into ``Datum.data`` (bytes); float images into
@@ -58,6 +59,8 @@ def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarr
     ``overwrite``, and is replaced only by a complete new one).  ``map_size`` caps
     the database size in bytes (default: estimated from the records, grown if
     short).  ``progress``: None = a bar on stderr when it is a terminal.
+    ``outputs``: stage the database in this :class:`~pynetbuilder.io.OutputSet`
+    instead (it appears when that set is committed, with the set's other outputs).
     Returns ``path``, which a Data layer's ``data_param.source`` names (backend LMDB).
     """
     arr = as_uint8_or_float(images)
@@ -67,7 +70,8 @@ def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarr
     width = max(8, len(str(count - 1)))
     grow = map_size is None
     size = map_size or _estimated_map_size(count, len(_datum(arr[0], int(labs[0]))))
-    with staged(target, overwrite=overwrite, folder=True) as tmp:
+    with joining(outputs, overwrite=overwrite, error=DataError) as out:
+        tmp = out.folder(target)
         env = lmdb.open(str(tmp), map_size=size, subdir=True, meminit=False)
         try:
             with Progress(count, f"writing {target.name}", enabled=progress) as bar:
