@@ -100,30 +100,32 @@ def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarr
     return target
 
 
-def read_lmdb(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every Datum of an LMDB in key order: images (N x C x H x W; uint8 when stored
-    as bytes, else float32) and int64 labels.  Encoded (JPEG/PNG) records are refused."""
+def read_lmdb(path: str | Path, backend: str = "LMDB") -> tuple[np.ndarray, np.ndarray]:
+    """Every Datum of an LMDB (or a LevelDB, ``backend="LEVELDB"``) in key order, read
+    by :mod:`pynetbuilder.datasource`: images (N x C x H x W; uint8 when stored as
+    bytes, else float32) and int64 labels.  Encoded (JPEG/PNG) records are refused."""
+    from pynetbuilder import datasource
+    from pynetbuilder.errors import UsageError
+
     path = Path(path)
-    if not (path / "data.mdb").is_file():
-        raise DataError(f"{path} is not an LMDB folder (no data.mdb in it)")
-    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
     images, labels = [], []
     try:
-        with env.begin() as txn:
-            for key, value in txn.cursor():
-                datum = caffe_pb2.Datum.FromString(value)
-                if datum.encoded:
-                    raise DataError(f"{path}: record {key.decode()} is encoded (JPEG/PNG); "
-                                    "only raw Datum records are read")
-                shape = (datum.channels, datum.height, datum.width)
-                if datum.data:
-                    image = np.frombuffer(datum.data, np.uint8).reshape(shape)
-                else:
-                    image = np.asarray(datum.float_data, np.float32).reshape(shape)
-                images.append(image)
-                labels.append(datum.label)
-    finally:
-        env.close()
+        for key, value in datasource.records(path, backend):
+            datum, _ = datasource.parse_datum(value)
+            if datum.encoded:
+                raise DataError(f"{path}: record {key.decode(errors='replace')} is encoded "
+                                "(JPEG/PNG); only raw Datum records are read")
+            shape = (datum.channels, datum.height, datum.width)
+            if datum.data:
+                image = np.frombuffer(datum.data, np.uint8).reshape(shape)
+            else:
+                image = np.asarray(datum.float_data, np.float32).reshape(shape)
+            images.append(image)
+            labels.append(datum.label)
+    except DataError:
+        raise
+    except UsageError as exc:
+        raise DataError(str(exc)) from None
     if not images:
         raise DataError(f"{path} holds no records")
     return np.stack(images), np.asarray(labels, np.int64)
