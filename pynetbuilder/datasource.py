@@ -163,6 +163,8 @@ def _leveldb(path: Path) -> Iterator[Any]:
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is a file"
         raise UsageError(f"LevelDB source {path} {what}: a LevelDB is a folder")
+    if not (path / "CURRENT").is_file():  # LevelDB would write LOCK and LOG into it first
+        raise UsageError(f"LevelDB source {path} is not a readable LevelDB (no CURRENT file)")
     try:
         db = plyvel.DB(str(path), create_if_missing=False)
     except (plyvel.Error, OSError) as exc:
