@@ -205,6 +205,8 @@ class OutputSet:
             raise RuntimeError("this output set is already written")
         if any(o.shown == shown for o in self._outputs):
             raise UsageError(f"{shown} is named twice among the outputs")
+        if not _is_device(shown):  # what a killed run left is put right before any check
+            clean_leftovers(Path(os.path.realpath(shown)))
         check_target(shown, self.overwrite, self.error)
         if _is_device(shown):
             if folder:
@@ -222,7 +224,6 @@ class OutputSet:
         missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         self._created = [p for p in missing if p not in self._created] + self._created
-        clean_leftovers(target)
         tmp = _hidden(target, "partial")
         if folder:
             tmp.mkdir(mode=0o700)
