@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
@@ -87,9 +87,11 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", action="store_true", help="print the per-layer table")
 
 
-def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
+def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     """Analyse the deploy net, then write every output as one set
-    (:func:`pynetbuilder.io.write_files`) and print the report."""
+    (:func:`pynetbuilder.io.write_files`) and print the report (to ``out``, default
+    the current ``sys.stdout``)."""
+    out = out or sys.stdout
     report = net.report(Phase.DEPLOY)  # raises before anything is written
     files: dict[Path, str] = {}
     if args.output_folder:
