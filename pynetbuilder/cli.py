@@ -12,14 +12,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
 from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
 from pynetbuilder.io import write_files
 from pynetbuilder.legos import ClassificationData
-from pynetbuilder.legos.data import BACKENDS
 
 EXIT_USAGE = 2
 
@@ -54,48 +53,40 @@ def positive_int(text: str) -> int:
 
 
 def add_data_flags(parser: argparse.ArgumentParser, dataset: str = "imagenet") -> None:
-    """Flags of the train/test data layers, with ``dataset``'s defaults (cifar, imagenet)."""
+    """Flags of the train/test data layers (:data:`pynetbuilder.models.spec.DATA_FLAGS`),
+    unset ones ``dataset``'s defaults (cifar, imagenet); :func:`data_from_args` reads them."""
     from pynetbuilder.models.datasets import default_data
+    from pynetbuilder.models.spec import DATA_FLAGS
 
     d = default_data(dataset)
     g = parser.add_argument_group("data (train/test nets read a Caffe database)")
-    g.add_argument("--train_source", default=d.train_source,
-                   help="training database folder (default: %(default)s)")
-    g.add_argument("--test_source", default=d.test_source,
-                   help="validation database folder (default: %(default)s)")
-    g.add_argument("--backend", default=d.backend, choices=BACKENDS, help="database kind")
-    g.add_argument("--batch_size", type=positive_int, default=d.batch_size,
-                   help="training batch size (default: %(default)s)")
-    g.add_argument("--test_batch_size", type=positive_int, default=d.test_batch_size,
-                   help="test batch size (default: %(default)s)")
-    g.add_argument("--crop_size", type=positive_int, default=d.crop_size,
-                   help="random crop (train) / centre crop (test) size (default: %(default)s)")
-    g.add_argument("--no-mirror", dest="mirror", action="store_false",
-                   help="do not mirror training images at random (default: mirror)")
-    g.add_argument("--mean", default=",".join(f"{v:g}" for v in d.mean_values or ()),
-                   help="per-channel mean values in BGR order, or a mean.binaryproto file "
-                   "(default: %(default)s)")
+    for flag in DATA_FLAGS:
+        if flag.name == "mirror":
+            g.add_argument("--no-mirror", dest="mirror", action="store_const", const="false",
+                           default=None, help="do not mirror training images at random "
+                           "(default: mirror)")
+            continue
+        default = getattr(d, flag.name) if flag.name != "mean" else ",".join(
+            f"{v:g}" for v in d.mean_values or ())
+        g.add_argument(f"--{flag.name}", metavar=flag.metavar, default=None,
+                       help=f"{flag.help} (default: {default})")
 
 
-def data_from_args(args: argparse.Namespace) -> ClassificationData:
-    mean_values: tuple[float, ...] | None = None
-    mean_file = None
-    if args.mean.endswith(".binaryproto"):
-        mean_file = args.mean
-    else:
-        try:
-            mean_values = tuple(float(v) for v in args.mean.split(","))
-        except ValueError:
-            raise UsageError(
-                f"--mean must be comma-separated numbers (e.g. 104,117,123) or a "
-                f".binaryproto file, got {args.mean!r}"
-            ) from None
-    return ClassificationData(
-        args.train_source, args.test_source, batch_size=args.batch_size,
-        test_batch_size=args.test_batch_size, crop_size=args.crop_size,
-        mean_values=mean_values, mean_file=mean_file, backend=args.backend,
-        mirror=getattr(args, "mirror", True),
+def data_from_args(args: argparse.Namespace, dataset: str = "imagenet") -> ClassificationData:
+    """The data lego of :func:`add_data_flags`' flags (checked by the library)."""
+    from pynetbuilder.models.spec import (
+        DATA_FLAGS,
+        DataSettings,
+        classification_data,
+        data_setting,
     )
+
+    given: dict[str, object] = {}
+    for flag in DATA_FLAGS:
+        value = getattr(args, flag.name, None)
+        if value is not None:
+            given.update(data_setting(flag.name, value))
+    return classification_data(DataSettings(**given), dataset)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,11 +97,14 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", action="store_true", help="print the per-layer table")
 
 
-def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
-    """Analyse the deploy net, then write every output at once and print the report.
+def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
+    """Analyse the deploy net, then write every output as one set
+    (:func:`pynetbuilder.io.write_files`) and print the report (to ``out``, default
+    the current ``sys.stdout``).
 
     Layers the analysis could not size (a type without a shape rule ...) do not stop
     the writing: the report names them and its totals exclude them."""
+    out = out or sys.stdout
     report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}
     if args.output_folder:

@@ -1,7 +1,8 @@
 """``pynetbuilder analyze NET [--input-shape N,C,H,W] [--phase P] [--json FILE] [--table]``.
 
-``NET`` is a prototxt file or a registry model (``resnet --depth 110`` or
-``resnet:depth=110``; see :mod:`pynetbuilder.inspect`).  Prints the per-layer table
+``NET`` is a prototxt file or a registry model (``resnet --depth 110``,
+``resnet:depth=110``, ``resnet_imagenet@ResNet-50``; see
+:mod:`pynetbuilder.models.spec`).  Prints the per-layer table
 (shapes, learnable params, MACs, activations) and the totals; with ``--json FILE``
 the per-layer report goes to the file and the screen shows the totals (add
 ``--table`` for the table too).  ``--by-block`` adds the totals of each block.
@@ -30,8 +31,9 @@ def parser(prog: str = "pynetbuilder analyze") -> Parser:
         description="Per-layer shapes, learnable params and MACs of a Caffe prototxt or a "
         "registry model, computed without Caffe.",
         epilog="NET: a .prototxt file, or a model name with knob flags (resnet --depth 110) "
-        "or knobs in one word (resnet:depth=110, lists as 3,4,6,3); `pynetbuilder list` "
-        "shows the models and their knobs.",
+        "or knobs in one word (resnet:depth=110, lists as 3,4,6,3), or a named "
+        "configuration (resnet_imagenet@ResNet-50, or --config ResNet-50); `pynetbuilder "
+        "list` shows the models, their knobs and configurations.",
     )
     add_net_flags(p)
     p.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")

@@ -45,7 +45,9 @@ def split_net(argv: Sequence[str], usage: str) -> tuple[str, list[str]]:
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
             print(f"usage: {usage}\n\nNET is a .prototxt file or a model "
-                  "(pynetbuilder list), with its knob flags after it.")
+                  "(pynetbuilder list), with its knob flags after it (resnet --depth 110, "
+                  "resnet:depth=110), or a named configuration (resnet_imagenet@ResNet-50, "
+                  "resnet_imagenet --config ResNet-50).")
             raise SystemExit(0)
         raise UsageError(f"a net comes first: {usage}")
     return argv[0], argv[1:]
