@@ -38,13 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pynetbuilder import kinds
 from pynetbuilder.errors import UsageError
 from pynetbuilder.schema import caffe_pb2
 
 KINDS = ("LMDB", "LEVELDB", "HDF5", "IMAGE_LIST")
-# layer type -> parameter field holding source and batch_size
-LAYER_PARAMS = {"Data": "data_param", "AnnotatedData": "data_param",
-                "HDF5Data": "hdf5_data_param", "ImageData": "image_data_param"}
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -90,14 +88,14 @@ class SourceInfo:
 
 def kind_of(layer_type: str, backend: str | int = "LMDB") -> str:
     """The source kind a layer type reads (``backend``: data_param's, name or number)."""
-    if layer_type in ("Data", "AnnotatedData"):
+    reads = kinds.kind_of(layer_type).reads  # the registry of layer kinds
+    if reads == "database":
         if isinstance(backend, int):
             backend = caffe_pb2.DataParameter.DB.Name(backend)
         return backend
-    kinds = {"HDF5Data": "HDF5", "ImageData": "IMAGE_LIST"}
-    if layer_type not in kinds:
+    if reads not in KINDS:
         raise UsageError(f"a {layer_type} layer reads no data source this reader knows")
-    return kinds[layer_type]
+    return reads
 
 
 def layer_source(layer: Any) -> tuple[str, str, Options]:

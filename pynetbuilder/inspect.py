@@ -371,10 +371,10 @@ def _data_shapes(
     if layer.type == "HDF5Data":
         return _hdf5_shapes(layer, given, folder)
     t = layer.transform_param
-    p = {"ImageData": layer.image_data_param,
-         "WindowData": layer.window_data_param}.get(layer.type, layer.data_param)
+    entry = kind_of(layer.type)
+    p = getattr(layer, entry.source)
     batch, source = p.batch_size, p.source
-    what = {"ImageData": "image list", "WindowData": "window file"}.get(layer.type, "database")
+    what = {"IMAGE_LIST": "image list", "WINDOW_FILE": "window file"}.get(entry.reads, "database")
     origin = ["batch from batch_size"]
     channels: int | None = None
     h: int | None = None
@@ -453,7 +453,7 @@ def _first_record(layer: Any, folder: Path | None) -> Any:
 
 def _peek_source(layer: Any, source: str, folder: Path | None) -> tuple[int, ...] | None:
     """(C, H, W) of the first record of a data layer's source, or None if unreadable."""
-    if layer.type not in ("Data", "AnnotatedData", "ImageData"):
+    if kind_of(layer.type).reads not in ("database", "IMAGE_LIST"):  # records are images
         return None
     first = _first_record(layer, folder)
     return first.shape if first is not None else None

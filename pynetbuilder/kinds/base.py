@@ -87,7 +87,9 @@ class LayerKind(NamedTuple):
 
     ``param`` is the ``LayerParameter`` field of its settings ("" where it is named
     after the type, ``XParameter`` -> ``x_param``, and resolved by the registry);
-    ``source`` the settings field naming the data it reads (data layers);
+    ``source`` the settings field naming the data it reads (data layers) and ``reads``
+    what that is (``database``: LMDB or LevelDB by its ``backend``; ``HDF5``: a list of
+    HDF5 files; ``IMAGE_LIST``; ``WINDOW_FILE``);
     ``origin`` ``"bvlc"`` for BVLC Caffe's own types, else the project that added
     it (``"brocolli"``: this build's extras, ``"ssd"`` ...); ``torch`` a
     ``"module:function"`` reference to its PyTorch emitter, imported only when a
@@ -100,6 +102,7 @@ class LayerKind(NamedTuple):
     param: str = ""
     v1: str = ""
     source: str = ""
+    reads: str = ""
     summary: Summary | None = None
     fill: str = ""
     short: str = ""
