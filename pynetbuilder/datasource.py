@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +376,99 @@ def count(path: str | Path, kind: str, options: Options = Options(), *,
         with _h5(name, path, bases) as fh:
             total += _hdf5_rows(fh, options.tops, path, name)
     return total
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _varint(buf: Any, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _field_value(buf: Any, wanted: int) -> int | Any | None:
+    """The last value of top-level field ``wanted`` of a serialized message (a varint as
+    an int, a length-delimited field as a slice of ``buf``), reading only the bytes of
+    the field headers: the pixels of a ``Datum`` are skipped, not read."""
+    pos, end, found = 0, len(buf), None
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            if number == wanted:
+                found = value
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if number == wanted:
+                found = buf[pos:pos + size]
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+    return found
+
+
+def datum_label(value: Any, annotated: bool = False) -> int:
+    """The ``label`` of a serialized ``Datum`` (``AnnotatedDatum``: of its ``datum``), as
+    the int32 Caffe reads, from the bytes or a buffer of the record."""
+    if annotated:
+        value = _field_value(value, 1)  # AnnotatedDatum.datum
+        if value is None:
+            return 0
+    label = _field_value(value, 5)  # Datum.label
+    if not isinstance(label, int):
+        return 0
+    label &= 0xFFFFFFFF  # int32: a negative label is a 10-byte varint
+    return label - (1 << 32) if label >= 1 << 31 else label
+
+
+def _atoi(text: str) -> int:
+    """C's ``atoi``: leading white space, a sign and digits; 0 without digits."""
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m[1]) if m else 0
+
+
+def labels(path: str | Path, kind: str, options: Options = Options(), *,
+           bases: Sequence[Path] = (), dataset: str | None = None) -> Iterator[tuple[str, int]]:
+    """Every record's label as Caffe's layers take it, with where it is
+    (``record 00000012``, ``line 3``, ``train.h5 row 7``): a Datum's ``label``
+    (LMDB: only the bytes around it are read, not the pixels), the number after an
+    image list line's last space (``atoi``), HDF5's ``dataset`` (default: the layer's
+    second top, else ``label``) cast to int as Caffe casts the float."""
+    _check_kind(kind)
+    path = Path(path) if Path(path).is_absolute() else resolve(path, bases)
+    _exists(path, kind)
+    if kind == "LMDB":
+        with _lmdb(path) as env, env.begin(buffers=True) as txn:
+            for key, value in txn.cursor():
+                yield f"record {bytes(key).decode(errors='replace')}", \
+                    datum_label(value, options.annotated)
+    elif kind == "LEVELDB":
+        for key, value in records(path, kind):
+            yield f"record {key.decode(errors='replace')}", datum_label(value, options.annotated)
+    elif kind == "IMAGE_LIST":
+        for number, line in enumerate(_image_list_lines(path), 1):
+            pos = line.rfind(" ")
+            yield f"line {number}", _atoi(line[pos + 1:])
+    else:
+        import numpy as np
+
+        name = dataset or (options.tops[1] if len(options.tops) > 1 else "label")
+        for listed in _hdf5_files(path):
+            with _h5(listed, path, bases) as fh:
+                if name not in fh:
+                    continue  # the shape check names a missing dataset
+                values = np.asarray(fh[name][()]).reshape(-1)
+                for row, value in enumerate(np.trunc(values).astype(np.int64)):
+                    yield f"{listed} value {row}", int(value)
 
 
 def describe(path: str | Path, kind: str, options: Options = Options(), *,

@@ -9,8 +9,9 @@ goes through an :class:`OutputSet`, or :func:`write_files` for plain contents:
   so until then every old output is untouched.  An old target is first moved aside
   (``.NAME.pnb<pid>-<token>.old``) and deleted once the whole set is in; if a
   rename fails, the targets already replaced are put back.  SIGINT and SIGTERM
-  wait while the renames run.  A failure before (an exception, Ctrl-C) deletes the
-  hidden copies and the folders the set made.
+  wait while the renames and those deletions run (:func:`signals_held`).  A
+  failure before (an exception, Ctrl-C) deletes the hidden copies and the folders
+  the set made.
 - **Leftovers of a killed run are cleaned** when a target of the same name is
   written again: hidden copies of a process that no longer runs are deleted, and
   an old target it had moved aside is put back if its place is empty (else deleted).
@@ -108,7 +109,8 @@ def _is_device(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this one does)."""
     if pid == os.getpid():
         return True
     try:
@@ -134,7 +136,7 @@ def clean_leftovers(target: Path) -> list[Path]:
         return cleaned
     for name in sorted(names, key=lambda n: not n.endswith(".old")):  # put back first
         m = _HIDDEN.match(name)
-        if m is None or m["name"] != target.name or _alive(int(m["pid"])):
+        if m is None or m["name"] != target.name or process_alive(int(m["pid"])):
             continue
         path = folder / name
         if m["kind"] == "old" and not (target.exists() or target.is_symlink()):
@@ -182,6 +184,7 @@ class OutputSet:
         self._outputs: list[_Output] = []
         self._created: list[Path] = []  # parent folders this set made, deepest first
         self.written: list[Path] = []
+        self.in_place = False  # every regular output is in place (the set is committed)
         self._done = False
 
     # ------------------------------------------------------------ staging
@@ -248,15 +251,16 @@ class OutputSet:
             for o in regular:
                 check_target(o.shown, self.overwrite, self.error)  # appeared meanwhile?
                 _publish(o, mask)
-            with _signals_held():
+            with signals_held():
                 self._install(regular)
+                self._done = self.in_place = True
+                for o in regular:  # the old outputs go before an interrupt can stop it
+                    if o.aside is not None:
+                        remove(o.aside)
         except BaseException:
-            self.abort()
+            if not self._done:
+                self.abort()
             raise
-        self._done = True
-        for o in regular:
-            if o.aside is not None:
-                remove(o.aside)
         for o in self._outputs:
             if o.device:
                 _write_through(o.shown, o.tmp)
@@ -310,7 +314,7 @@ def _publish(o: _Output, mask: int) -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """SIGINT / SIGTERM wait (delivered afterwards) while the renames run."""
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)

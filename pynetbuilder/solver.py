@@ -209,6 +209,13 @@ def check_caffe_can(r: Recipe) -> None:
     """UsageError naming the first thing in ``r`` that Caffe cannot do, or a value out
     of range.  Nothing is approximated."""
     where = f" (recipe {r.name})" if r.name != "custom" else ""
+    numbers = {"base_lr": r.base_lr, "momentum": r.momentum, "momentum2": r.momentum2,
+               "delta": r.delta, "weight_decay": r.weight_decay, "epochs": r.epochs,
+               "gamma": r.gamma, "power": r.power, "step_epochs": r.step_epochs,
+               "warmup_epochs": r.warmup_epochs}
+    for flag, value in [*numbers.items(), *(("milestones", m) for m in r.milestones)]:
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, got {value:g}")
     if r.optimizer not in OPTIMIZERS:
         if r.optimizer in FOREIGN_OPTIMIZERS:
             raise UsageError(f"Caffe has no {r.optimizer!r} optimizer{where}; "
@@ -278,6 +285,9 @@ def solver_parameter(
     ``"all"``) selects GPU mode; else CPU.  Raises UsageError for what Caffe cannot do.
     """
     check_caffe_can(r)
+    for flag, epochs in (("test_every", test_every), ("snapshot_every", snapshot_every)):
+        if not math.isfinite(epochs):
+            raise UsageError(f"{flag} must be a finite number of epochs, got {epochs}")
     for flag, value in (("train_size", train_size), ("test_size", test_size)):
         if value < 0 or (flag == "train_size" and value == 0):
             raise UsageError(f"{flag} must be a positive number of images, got {value}")
@@ -327,6 +337,7 @@ def solver_parameter(
         s.device_id = int(gpu.split(",")[0])
     if random_seed is not None:
         s.random_seed = random_seed
+    check_solver(s)
     return s
 
 
@@ -346,11 +357,93 @@ def read_solver(path: str | Path) -> caffe_pb2.SolverParameter:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except text_format.ParseError as exc:
         raise UsageError(f"{path} is not a Caffe solver: {exc}") from None
-    check_policy(s.lr_policy or "fixed")
-    if s.type not in OPTIMIZERS.values() and s.type not in ("AdaGrad", "RMSProp", "AdaDelta"):
-        raise UsageError(f"{path}: unknown solver type {s.type!r}; Caffe's: SGD, Nesterov, "
-                         "Adam, AdaGrad, RMSProp, AdaDelta")
+    try:
+        check_solver(s)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     return s
+
+
+# The solver types of the pinned Caffe's registry, and what the deprecated
+# ``solver_type`` enum names (UpgradeSolverType).
+CAFFE_SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
+_EVAL_TYPES = ("classification", "detection")  # this build's Solver::TestAll
+
+
+def solver_type(s: caffe_pb2.SolverParameter) -> str:
+    """The solver type Caffe runs: ``type``, or the deprecated ``solver_type`` enum's."""
+    if s.HasField("solver_type") and not s.HasField("type"):
+        return {"NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
+                "ADADELTA": "AdaDelta", "ADAM": "Adam"}.get(
+            caffe_pb2.SolverParameter.SolverType.Name(s.solver_type), "SGD")
+    return s.type
+
+
+def check_solver(s: caffe_pb2.SolverParameter) -> None:
+    """UsageError for a solver the pinned Caffe would fail on, as it would: a ``CHECK``
+    or fatal log of ``Solver::Init`` / ``InitTrainNet`` / ``InitTestNets``, of a solver
+    type's constructor (``sgd_solvers.hpp``), of ``SGDSolver::GetLearningRate`` /
+    ``Regularize``; a crash (``step`` without ``stepsize`` divides by zero:
+    SIGFPE); or a setting that makes every loss NaN (``iter_size`` 0), a non-finite
+    number, or a schedule that silently does nothing (``multistep`` without
+    ``stepvalue``: Caffe keeps ``base_lr``)."""
+    nets = [f for f in ("net", "net_param", "train_net", "train_net_param") if s.HasField(f)]
+    if len(nets) != 1:
+        raise UsageError("the solver must name its train net with exactly one of net, "
+                         f"net_param, train_net, train_net_param; it has "
+                         f"{', '.join(nets) or 'none'}")
+    if s.HasField("solver_type") and s.HasField("type"):
+        raise UsageError("the solver gives both type and the deprecated solver_type; Caffe "
+                         "refuses that (keep type)")
+    kind = solver_type(s)
+    if kind not in CAFFE_SOLVER_TYPES:
+        raise UsageError(f"unknown solver type {kind!r}; Caffe's: "
+                         f"{', '.join(CAFFE_SOLVER_TYPES)}")
+    check_policy(s.lr_policy or "fixed")
+    for name in ("base_lr", "momentum", "momentum2", "delta", "weight_decay", "gamma",
+                 "power", "rms_decay", "clip_gradients"):
+        value = getattr(s, name)
+        if not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value:g}")
+    if s.average_loss < 1:
+        raise UsageError(f"average_loss must be at least 1, got {s.average_loss} (Caffe "
+                         "checks average_loss >= 1)")
+    if s.iter_size < 1:
+        raise UsageError(f"iter_size must be at least 1, got {s.iter_size} (Caffe divides "
+                         "the loss by it)")
+    policy = s.lr_policy or "fixed"
+    if policy == "step" and s.stepsize < 1:
+        raise UsageError(f"lr_policy \"step\" needs a positive stepsize (iterations per "
+                         f"step), got {s.stepsize}: Caffe divides the iteration by it")
+    if policy == "multistep":
+        steps = list(s.stepvalue)
+        if not steps:
+            raise UsageError("lr_policy \"multistep\" needs stepvalue (the iterations at "
+                             "which the rate is multiplied by gamma); without one Caffe "
+                             "never changes the rate (use lr_policy \"fixed\" for that)")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise UsageError(f"stepvalue must rise strictly, got {' '.join(map(str, steps))}")
+    if kind in ("AdaGrad", "RMSProp") and s.momentum != 0:
+        raise UsageError(f"momentum cannot be used with {kind} (Caffe checks momentum == 0), "
+                         f"got {s.momentum:g}")
+    if kind == "RMSProp" and not 0 <= s.rms_decay < 1:
+        raise UsageError(f"rms_decay must lie in [0, 1) for RMSProp, got {s.rms_decay:g}")
+    if s.regularization_type not in ("L1", "L2"):
+        raise UsageError(f"unknown regularization_type {s.regularization_type!r}; Caffe's: "
+                         "L1, L2")
+    if s.eval_type not in _EVAL_TYPES:
+        raise UsageError(f"unknown eval_type {s.eval_type!r}; this Caffe's: "
+                         f"{', '.join(_EVAL_TYPES)}")
+    generic = s.HasField("net") or s.HasField("net_param")
+    named = len(s.test_net) + len(s.test_net_param)
+    if len(s.test_iter) < named or (not generic and len(s.test_iter) != named):
+        raise UsageError(f"test_iter must be given once per test net: {named} test net(s), "
+                         f"{len(s.test_iter)} test_iter")
+    if s.test_state and len(s.test_state) != len(s.test_iter):
+        raise UsageError("test_state must be unspecified or given once per test net")
+    if s.test_iter and s.test_interval <= 0:
+        raise UsageError(f"test_interval must be positive when the solver tests (test_iter "
+                         f"is given), got {s.test_interval}")
 
 
 def describe(s: caffe_pb2.SolverParameter) -> str:

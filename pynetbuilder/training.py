@@ -7,35 +7,53 @@ Conventions:
   (``.venv/bin/caffe``, written by ``make caffe``), else ``caffe`` on ``PATH``.
 - Caffe runs inside the run folder: paths in ``solver.prototxt`` (``net``,
   ``snapshot_prefix``) and relative data sources in ``train.prototxt`` are relative
-  to it.  glog writes to stderr only (``GLOG_logtostderr=1``, no files in /tmp);
-  stdout and stderr together go, line by line, to the log file in the folder.
-- A run that Caffe ends with a non-zero status raises :class:`CaffeError` naming
-  Caffe's own fatal line, the last iteration reached and the log, which is kept.
+  to it.  Its whole output goes, line by line, to the log file in the folder, with
+  glog's variables set for the child whatever the user exported
+  (:mod:`pynetbuilder.caffe_process`).
+- Before Caffe starts, what it would fail on is refused in one line: the solver
+  (:func:`pynetbuilder.solver.check_solver`), the data sources, labels outside the
+  classes of the net's loss and accuracy layers (:func:`check_labels`).
+- While it runs, a displayed loss that is NaN or infinite stops it (killed: its
+  weights are no use).  SIGINT, SIGTERM and SIGHUP reach it as SIGINT: ``caffe train``
+  stops after the iteration it is in and snapshots (``-sigint_effect stop``, the
+  default); the interrupt is then raised again with what was kept.
+- When it ends, the snapshots it wrote are checked newest first
+  (:mod:`pynetbuilder.snapshots`): one cut short or holding non-finite weights is
+  removed and named; the newest good one is the one to ``--resume`` from.
+- A run that fails raises :class:`CaffeError` naming Caffe's own reason (its last
+  fatal line, or how it was killed), the iteration reached, the snapshot kept and the
+  log, which is kept.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import secrets
 import shutil
-import signal
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pynetbuilder import snapshots
+from pynetbuilder.caffe_process import (
+    Finished,
+    describe_status,
+    failure_reason,
+    run_logged,
+)
 from pynetbuilder.caffelog import LogTable, Record, parse_line, parse_log
 from pynetbuilder.errors import NetError, UsageError
+from pynetbuilder.io import OutputSet, process_alive, remove, signals_held
 from pynetbuilder.kinds import kind_of
 from pynetbuilder.schema import caffe_pb2
 
 TOOL_ENV = "PYNETBUILDER_CAFFE"
 SNAPSHOT_DIR = "snapshots"
-_SNAPSHOT = re.compile(r"Snapshotting (solver state )?to binary proto file (\S+)")
 _ITERATION = re.compile(r"Iteration (\d+)")
-_GLOG_FATAL = re.compile(r"^F\d{4,8} [\d:.]+\s+\d+ \S+\] (.*)")
 _SCORE = re.compile(r"\] (?!Batch )([\w./-]+) = ([-+]?[\d.]+(?:[eE][-+]?\d+)?|nan|-?inf)")
 
 
@@ -68,71 +86,6 @@ def gpu_flag(gpu: str | None) -> list[str]:
     if gpu != "all" and not re.fullmatch(r"\d+(,\d+)*", gpu):
         raise UsageError(f"--gpu takes device numbers (0 or 0,1) or all, got {gpu!r}")
     return ["-gpu", gpu]
-
-
-def run_logged(cmd: Sequence[str], *, cwd: Path, log: Path | None = None,
-               on_line: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
-    """Run ``cmd`` in ``cwd``, its stdout and stderr line by line into ``log`` (written
-    and flushed as they come) and ``on_line``.  Returns (status, the last 200 lines).
-
-    Ctrl-C reaches Caffe too (same process group): ``caffe train`` then snapshots and
-    stops, so the first Ctrl-C keeps reading its output to the end; a second one
-    kills it."""
-    env = {**os.environ, "GLOG_logtostderr": "1"}
-    tail: list[str] = []
-    try:
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
-    except OSError as exc:
-        raise UsageError(f"cannot run {cmd[0]}: {exc.strerror}") from None
-    sink = log.open("w", encoding="utf-8", buffering=1) if log is not None else None
-
-    def take(line: str) -> None:
-        if sink is not None:
-            sink.write(line)
-        tail.append(line.rstrip("\n"))
-        del tail[:-200]
-        if on_line is not None:
-            on_line(tail[-1])
-
-    try:
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                take(line)
-        except KeyboardInterrupt:
-            for line in proc.stdout:
-                take(line)
-        status = proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if sink is not None:
-            sink.close()
-    return status, tail
-
-
-def failure_reason(lines: Sequence[str]) -> str:
-    """Why Caffe failed, from its output: its first fatal (``F``) line, else a Python
-    error line, else the last line."""
-    for line in lines:
-        if m := _GLOG_FATAL.match(line):
-            return m[1].strip()
-    for line in reversed(lines):
-        if re.match(r"^\w*(Error|Exception)\b", line):
-            return line.strip()
-    rest = [line.strip() for line in lines if line.strip()]
-    return rest[-1] if rest else "no output"
-
-
-def _how(status: int) -> str:
-    if status < 0:
-        try:
-            return f"killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"killed by signal {-status}"
-    return f"exit status {status}"
 
 
 # ---------------------------------------------------------------- data and snapshots
@@ -226,6 +179,131 @@ def _missing(exc: OSError) -> str:
     return "does not exist" if isinstance(exc, FileNotFoundError) else f"({exc.strerror})"
 
 
+# ---------------------------------------------------------------- labels
+
+
+def check_labels(net: Any, base: Path) -> None:
+    """Refuse a label outside the classes of a layer that reads class indices (the
+    registry's ``labels``: SoftmaxWithLoss, Accuracy, MultinomialLogisticLoss ...),
+    in the TRAIN and TEST phases of ``net`` (a ``NetParameter``; relative sources from
+    ``base``, where Caffe runs).  Caffe's release build does not check them (a
+    ``DCHECK``): it reads outside its arrays and fails later with a corrupted heap, or
+    trains on garbage.  Layers whose input shape cannot be inferred are left to Caffe."""
+    from pynetbuilder import datasource
+    from pynetbuilder.inspect import filter_phase, input_shapes
+    from pynetbuilder.report import analyze
+
+    done: set[tuple[str, str, int, int | None]] = set()
+    for phase in ("train", "test"):
+        kept = filter_phase(net, phase)
+        users = [layer for layer in kept.layer
+                 if kind_of(layer.type).labels is not None and len(layer.bottom) > 1]
+        if not users:
+            continue
+        try:
+            inputs, declared, _ = input_shapes(kept, None, base)
+            shapes = analyze(kept, inputs=inputs, declared=declared).blob_shapes
+        except (UsageError, NetError):
+            continue  # the count of the sources, or Caffe, says what is wrong
+        producers: dict[str, Any] = {}
+        for layer in kept.layer:
+            for top in layer.top:
+                producers.setdefault(top, layer)
+        for layer in users:
+            scores, label_blob = layer.bottom[0], layer.bottom[1]
+            source_layer = producers.get(label_blob)
+            if scores not in shapes or source_layer is None \
+                    or not kind_of(source_layer.type).source:
+                continue
+            rule = kind_of(layer.type).labels
+            assert rule is not None
+            classes, ignored = rule(layer, shapes[scores])
+            kind, source, options = datasource.layer_source(source_layer)
+            key = (source, label_blob, classes, ignored)
+            if key in done:
+                continue
+            done.add(key)
+            for where, label in datasource.labels(source, kind, options, bases=(base,),
+                                                  dataset=label_blob):
+                if (label < 0 or label >= classes) and label != ignored:
+                    raise UsageError(
+                        f"label {label} of {where} in the {phase} data source {source} is out "
+                        f"of range for layer {layer.name!r} ({layer.type}), whose input "
+                        f"{scores!r} has {classes} classes (labels 0..{classes - 1}); Caffe "
+                        "would read outside its arrays (give the net as many classes as "
+                        "the data has)")
+
+
+# ---------------------------------------------------------------- the run folder
+
+# What a run writes in its folder besides the nets (``log.csv`` and the plots:
+# :func:`pynetbuilder.caffelog.plot_files`; train_resumed_<N>.log too).
+RUN_OUTPUTS = ("train.log", "test.log", "log.csv", "loss.png", "accuracy.png", SNAPSHOT_DIR)
+NET_FILES = ("train.prototxt", "test.prototxt", "deploy.prototxt", "solver.prototxt")
+_ASIDE = re.compile(r"^\.pnb-previous-run-(\d+)-[0-9a-f]{8}$")
+
+
+def previous_run(folder: Path, nets_are_ours: bool) -> list[Path]:
+    """The files of a previous run in ``folder``: its logs, snapshots, log.csv, plots,
+    and with ``nets_are_ours`` (the nets were written by ``train MODEL``) its nets."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = [*RUN_OUTPUTS, *(NET_FILES if nets_are_ours else ())]
+    found = [folder / n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+    return found + sorted(folder.glob("train_resumed_*.log"))
+
+
+def start_run(folder: Path, files: Mapping[Path, str],
+              previous: Sequence[Path] = ()) -> tuple[list[Path], Path | None]:
+    """Write a run's ``files`` as one set (:class:`~pynetbuilder.io.OutputSet`) and, in
+    the same step (signals held), move the ``previous`` run's files aside into one
+    hidden folder of ``folder``, so that the folder never holds parts of both runs.
+    Returns (the files written, the hidden folder, None when nothing was moved): the
+    caller deletes it when the run ends.  Hidden folders left by runs killed outright
+    are deleted first.  On any failure (an interrupt) nothing changed."""
+    folder = Path(folder)
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        m = _ASIDE.match(entry.name)
+        if m is not None and not process_alive(int(m[1])):
+            remove(entry)
+    out = OutputSet(overwrite=True)
+    try:
+        for path, text in files.items():
+            out.write(path, text)
+        with signals_held():
+            aside = _move_aside(folder, previous) if previous else None
+            try:
+                written = out.commit()
+            except BaseException:
+                if aside is not None:
+                    _put_back(aside, folder)
+                raise
+    except BaseException:
+        out.abort()
+        raise
+    return written, aside
+
+
+def _move_aside(folder: Path, paths: Sequence[Path]) -> Path:
+    aside = folder / f".pnb-previous-run-{os.getpid()}-{secrets.token_hex(4)}"
+    aside.mkdir()
+    try:
+        for path in paths:
+            os.rename(path, aside / path.name)
+    except BaseException:
+        _put_back(aside, folder)
+        raise
+    return aside
+
+
+def _put_back(aside: Path, folder: Path) -> None:
+    for entry in list(aside.iterdir()):
+        if not (folder / entry.name).exists():
+            os.rename(entry, folder / entry.name)
+    remove(aside)
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -278,11 +356,47 @@ class Progress:
             self.emit(f"{self._head(t['iteration'])} test {shown}")
 
 
+class Watch:
+    """What ``caffe train``'s output tells while it runs (fed every line): the progress
+    lines (:class:`Progress`), the last iteration reached, the snapshot lines, whether
+    Caffe stopped early, and a displayed loss that is not finite, whose reason it
+    returns (which stops Caffe: :func:`~pynetbuilder.caffe_process.run_logged`)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.iteration: int | None = None
+        self.snapshot_lines: list[str] = []
+        self.diverged: Record | None = None
+        self.stopped_early = False
+
+    def __call__(self, line: str) -> str | None:
+        self.progress(line)
+        if m := _ITERATION.search(line):
+            self.iteration = int(m[1])
+        if m := snapshots.LOG_LINE.search(line):
+            self.snapshot_lines.append(line)
+            if it := snapshots.ITERATION.search(m[2]):  # Caffe counts it done
+                self.iteration = max(self.iteration or 0, int(it[1]))
+        elif "Optimization stopped early" in line:
+            self.stopped_early = True
+        r = parse_line(line)
+        if (self.diverged is None and r is not None and r.kind == "loss"
+                and not math.isfinite(r.value)):
+            self.diverged = r
+            return f"the loss became {r.value:g} at iteration {r.iteration}"
+        return None
+
+    def reached(self) -> str:
+        return (f"at iteration {self.iteration}" if self.iteration is not None
+                else "before training began")
+
+
 @dataclass
 class TrainResult:
     """What a finished ``caffe train`` left: the log and its rows, the last test scores
     (``scores``: name -> value, measured at ``tested_at``), the final weights and
-    solver state (absolute paths; None if Caffe wrote none)."""
+    solver state of its newest good snapshot (paths as Caffe's folder names them;
+    None if Caffe wrote none)."""
 
     log: Path
     table: LogTable
@@ -299,12 +413,30 @@ def log_name(resume: Snapshot | None) -> str:
     return "train.log" if resume is None else f"train_resumed_{resume.iteration}.log"
 
 
+def snapshot_note(checked: snapshots.Checked) -> str:
+    """What became of a run's snapshots, for a message: the bad ones removed, the newest
+    good one."""
+    parts = [f"removed the bad snapshot of iteration {snap.iteration} ({why})"
+             for snap, why in checked.removed]
+    good = checked.good
+    if good is not None:
+        shown = good.state or good.weights
+        parts.append(f"the last good snapshot is {shown} (iteration {good.iteration}; "
+                     "continue with --resume)")
+    else:
+        parts.append("no snapshot was kept")
+    return "; ".join(parts)
+
+
 def train(folder: Path, *, solver: str = "solver.prototxt", max_iter: int,
           resume: Snapshot | None = None, weights: Path | None = None, gpu: str | None = None,
           emit: Callable[[str], None] = print) -> TrainResult:
     """Run ``caffe train`` in ``folder`` (everything was checked and written before):
     progress through ``emit``, the whole output in ``folder/log_name(resume)``.
-    Raises :class:`CaffeError` when Caffe fails."""
+
+    Raises :class:`CaffeError` when Caffe fails, the loss becomes NaN or infinite, the
+    log cannot be written or the final snapshot is bad; an interrupt is raised again
+    once Caffe stopped, with ``kept`` saying what is left (module doc)."""
     folder = Path(folder)
     (folder / SNAPSHOT_DIR).mkdir(exist_ok=True)
     log = folder / log_name(resume)
@@ -313,30 +445,52 @@ def train(folder: Path, *, solver: str = "solver.prototxt", max_iter: int,
         cmd += ["-snapshot", str(resume.path)]
     if weights is not None:
         cmd += ["-weights", str(Path(weights).resolve())]
-    progress = Progress(max_iter, emit)
-    status, tail = run_logged(cmd, cwd=folder, log=log, on_line=progress)
-    progress.close()
-    if status != 0:
-        reached = [int(m[1]) for line in tail if (m := _ITERATION.search(line))]
-        where = f" at iteration {reached[-1]}" if reached else " before training began"
-        raise CaffeError(f"caffe train failed ({_how(status)}){where}: "
-                          f"{failure_reason(tail)}; the full log is {log}")
-    return _result(folder, log)
+    watch = Watch(Progress(max_iter, emit))
+    done = run_logged(cmd, cwd=folder, log=log, on_line=watch, graceful=True)
+    watch.progress.close()
+    checked = snapshots.keep_good(snapshots.from_log(watch.snapshot_lines, folder))
+    note = snapshot_note(checked)
+    if done.interrupt is not None:
+        if watch.iteration is None:
+            stopped = "Caffe was stopped before training began"
+        else:
+            stopped = f"Caffe stopped {watch.reached()}"
+        done.interrupt.kept = f"{stopped}; {note}; the log is {log}"  # type: ignore[attr-defined]
+        raise done.interrupt
+    failure = _failure(done, watch, log)
+    if failure:
+        log_state = (f"the log {log} is incomplete" if done.log_error
+                     else f"the full log is {log}")
+        raise CaffeError(f"{failure}; {note}; {log_state}")
+    if checked.removed:
+        raise CaffeError(f"Caffe finished, but {note}; the full log is {log}")
+    return _result(log, checked, stopped_early=watch.stopped_early)
 
 
-def _result(folder: Path, log: Path) -> TrainResult:
+def _failure(done: Finished, watch: Watch, log: Path) -> str:
+    """Why a run failed, in words ("" when it did not)."""
+    if watch.diverged is not None:
+        r = watch.diverged
+        return (f"the loss became {r.value:g} at iteration {r.iteration}, so training was "
+                "stopped (a learning rate too high? try a lower --base_lr)")
+    caffe = (f"caffe train failed ({describe_status(done.status)}) {watch.reached()}: "
+             f"{failure_reason(done.tail)}") if done.failed else ""
+    if done.log_error is not None:
+        why = done.log_error.strerror or str(done.log_error)
+        stopped = f"cannot write the log {log} ({why}), so Caffe was stopped {watch.reached()}"
+        return f"{stopped}; then {caffe}" if caffe else stopped
+    return caffe
+
+
+def _result(log: Path, checked: snapshots.Checked, *, stopped_early: bool) -> TrainResult:
     text = log.read_text(encoding="utf-8", errors="replace")
     table = parse_log(text)
-    weights = state = None
-    for m in _SNAPSHOT.finditer(text):
-        if m[1]:
-            state = (folder / m[2]).resolve()
-        else:
-            weights = (folder / m[2]).resolve()
-    found = re.search(r"_iter_(\d+)\.caffemodel$", str(weights)) if weights else None
-    iteration = int(found[1]) if found else max(table.iterations(), default=0)
-    result = TrainResult(log, table, iteration, weights=weights, state=state,
-                         stopped_early="Optimization stopped early" in text)
+    good = checked.good
+    iteration = good.iteration if good else max(table.iterations(), default=0)
+    result = TrainResult(log, table, iteration,
+                         weights=good.weights.resolve() if good and good.weights else None,
+                         state=good.state.resolve() if good and good.state else None,
+                         stopped_early=stopped_early)
     last = {c: table.last(c) for c in table.test_columns()}
     if last:
         result.tested_at = max(it for it, _ in last.values())
@@ -348,15 +502,19 @@ def _result(folder: Path, log: Path) -> TrainResult:
 def evaluate(folder: Path, *, net: str, weights: Path, iterations: int,
              gpu: str | None = None, log: Path | None = None) -> dict[str, float]:
     """``caffe test``: the TEST phase of ``net`` with ``weights`` over ``iterations``
-    batches; returns Caffe's mean of every output (name -> value)."""
+    batches; returns Caffe's mean of every output (name -> value).  An interrupt kills
+    it and is raised again."""
     cmd = [str(caffe_tool()), "test", "-model", net, "-weights", str(weights),
            "-iterations", str(iterations), *gpu_flag(gpu)]
-    status, tail = run_logged(cmd, cwd=folder, log=log)
-    if status != 0:
+    done = run_logged(cmd, cwd=folder, log=log)
+    if done.interrupt is not None:
+        raise done.interrupt
+    if done.failed:
         where = f"; the full log is {log}" if log else ""
-        raise CaffeError(f"caffe test failed ({_how(status)}): {failure_reason(tail)}{where}")
+        raise CaffeError(f"caffe test failed ({describe_status(done.status)}): "
+                         f"{failure_reason(done.tail)}{where}")
     scores: dict[str, float] = {}
-    for line in tail:
+    for line in done.tail:
         if "caffe.cpp" in line and (m := _SCORE.search(line)):
             scores[m[1]] = float(m[2])
     return scores

@@ -12,7 +12,10 @@ names in label order), with ``--mean binaryproto`` the train part's
 ``mean.binaryproto``; the train part's per-channel means are printed.  Every
 target is checked before anything is read; the outputs are one set
 (:class:`pynetbuilder.io.OutputSet`): they appear together when all are complete,
-replacing old ones (``--overwrite``) only then; a failure leaves the old ones as they were.
+replacing old ones (``--overwrite``) only then; a failure or an interrupt leaves the old
+ones as they were.  Before any image is read, the set's size is checked against
+Caffe's limit on one image (INT_MAX values) and against the memory this machine has
+(the set is held about twice while a part is written).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pynetbuilder.cli import Parser
+from pynetbuilder.cli import Parser, finite_float
 from pynetbuilder.dataio import (
     DIGITS_CLASSES,
     DataError,
@@ -37,7 +40,11 @@ from pynetbuilder.dataio import (
     write_lmdb,
     write_mean_binaryproto,
 )
+from pynetbuilder.dataio.checks import as_images, check_image_size, check_memory
 from pynetbuilder.dataio.hdf5 import list_path
+from pynetbuilder.dataio.images import class_files, load_image
+from pynetbuilder.dataio.split import check_seed
+from pynetbuilder.interrupts import Terminated
 from pynetbuilder.io import OutputSet, check_target
 
 FORMATS = ("lmdb", "hdf5")
@@ -61,20 +68,31 @@ def parser() -> Parser:
                    "folders must then be one size; digits: 16)")
     p.add_argument("--gray", action="store_true",
                    help="read an image folder as 1-channel gray (default: 3 channels, BGR)")
-    p.add_argument("--test_fraction", "--test-fraction", type=float, default=0.2,
+    p.add_argument("--test_fraction", "--test-fraction", type=finite_float, default=0.2,
                    help="fraction of each class held out for test, in [0, 1); 0 = no test "
                    "part (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="shuffling seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="shuffling seed, a non-negative integer (default: 0)")
     p.add_argument("--mean", choices=MEANS, default="values",
                    help="print the per-channel means (values, default), also write "
                    "OUT/mean.binaryproto (binaryproto), or neither (none)")
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--scale", type=finite_float, default=None,
                    help="hdf5 only: store values x SCALE (HDF5Data cannot scale; for lmdb "
                    "set transform_param scale in the net)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar (default: shown when stderr is a terminal)")
     return p
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+        check_seed(value)
+    except (ValueError, DataError):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}"
+                                         ) from None
+    return value
 
 
 def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -100,8 +118,7 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
     return size
 
 
-def _load_npz(path: Path, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray,
-                                                                 list[str]]:
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -112,24 +129,46 @@ def _load_npz(path: Path, size: tuple[int, int] | None) -> tuple[np.ndarray, np.
         raise DataError(f"{path} has no array {missing[0]!r} (it has: "
                         f"{', '.join(arrays) or 'none'}); expected 'images' (N x C x H x W "
                         "uint8) and 'labels' (N integers), optionally 'class_names'")
-    images, labels = arrays["images"], arrays["labels"]
+    images = as_images(arrays["images"], what=f"the array 'images' of {path}")
+    labels = arrays["labels"]
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
     labels = as_labels(labels, len(images), len(names) if names else None)
     if names is None:
         names = [str(k) for k in range(int(labels.max()) + 1)]
-    return resize_images(images, size), labels, names
+    return images, labels, names
+
+
+def _check_room(shape: tuple[int, int, int, int], scaled: bool) -> None:
+    """Refuse a set Caffe cannot hold or this machine cannot: the images, plus the part
+    written from them (as float32 when scaled)."""
+    n, c, h, w = shape
+    check_image_size(c, h, w)
+    per_set = n * c * h * w
+    check_memory(per_set * (2 + (4 if scaled else 0)),
+                 f"{n:,} images of {c}x{h}x{w} (held about twice while a part is written)",
+                 hint=": give a smaller --size, or fewer images")
 
 
 def _load(args: argparse.Namespace, size: tuple[int, int] | None):
+    scaled = args.scale is not None and args.scale != 1
     if args.digits:
         images, labels = digits(8)
-        return resize_images(images, size or (16, 16)), labels, list(DIGITS_CLASSES)
+        size = size or (16, 16)
+        _check_room((len(images), images.shape[1], *size), scaled)
+        return resize_images(images, size), labels, list(DIGITS_CLASSES)
     source = Path(args.source)
     if source.is_dir():
-        return read_image_folder(source, size=size, channels=1 if args.gray else 3,
-                                 progress=args.progress)
+        channels = 1 if args.gray else 3
+        _, files = class_files(source)
+        if size is None:  # every image has the first one's size (checked while reading)
+            first = load_image(files[0][0], channels)
+            size = (first.height, first.width)
+        _check_room((sum(map(len, files)), channels, *size), scaled)
+        return read_image_folder(source, size=size, channels=channels, progress=args.progress)
     if source.suffix.lower() == ".npz" and source.is_file():
-        return _load_npz(source, size)
+        images, labels, names = _load_npz(source)
+        _check_room((len(images), images.shape[1], *(size or images.shape[2:])), scaled)
+        return resize_images(images, size), labels, names
     what = "does not exist" if not source.exists() else "is neither a folder nor a .npz file"
     raise DataError(f"{source} {what}: give an image folder (one sub-folder per class) or a "
                     ".npz file with 'images' and 'labels'")
@@ -165,24 +204,15 @@ def main(argv: Sequence[str]) -> None:
     scale = args.scale if args.scale is not None else 1.0
 
     written: list[Path] = []
-    stored = images[train] if scale == 1 else images[train].astype(np.float32) * scale
-    with OutputSet(overwrite=args.overwrite, error=DataError) as outputs:
-        for part, index in parts.items():
-            target = targets[part][0]
-            if args.format == "lmdb":
-                write_lmdb(target, images[index], labels[index], progress=args.progress,
-                           overwrite=args.overwrite, num_classes=len(names), outputs=outputs)
-            else:
-                write_hdf5(target, images[index], labels[index], scale=scale,
-                           overwrite=args.overwrite, num_classes=len(names),
-                           progress=args.progress, outputs=outputs)
-            written += targets[part]
-        outputs.write(targets["labels"][0], "".join(f"{name}\n" for name in names))
-        written += targets["labels"]
-        if args.mean == "binaryproto":
-            write_mean_binaryproto(targets["mean"][0], stored, overwrite=args.overwrite,
-                                   outputs=outputs)
-            written += targets["mean"]
+    outputs = OutputSet(overwrite=args.overwrite, error=DataError)
+    try:
+        with outputs:
+            means = _write_parts(args, outputs, targets, parts, images, labels, names, scale)
+            written = [p for part in (*parts, "labels", "mean") for p in targets.get(part, [])]
+    except (KeyboardInterrupt, Terminated) as exc:
+        exc.kept = (f"the new set was written completely to {out}" if outputs.in_place  # type: ignore[union-attr]
+                    else f"nothing in {out} was changed (the new set was not complete)")
+        raise
 
     for path in written:
         print(f"wrote {path}")
@@ -193,5 +223,31 @@ def main(argv: Sequence[str]) -> None:
     print(f"{counts} images; {len(names)} classes; {c}x{h}x{w} (C x H x W, {colour}); "
           f"{args.format}")
     if args.mean != "none":
-        values = ",".join(f"{v:.6g}" for v in mean_values(stored))
+        values = ",".join(f"{v:.6g}" for v in means)
         print(f"mean values of the train part ({colour}): {values}")
+
+
+def _write_parts(args: argparse.Namespace, outputs: OutputSet, targets: dict[str, list[Path]],
+                 parts: dict[str, np.ndarray], images: np.ndarray, labels: np.ndarray,
+                 names: list[str], scale: float) -> list[float]:
+    """Stage every output in ``outputs``; returns the train part's per-channel means.
+    One part's copy of the images is held at a time."""
+    means: list[float] = []
+    for part, index in parts.items():
+        target, chosen = targets[part][0], images[index]
+        if args.format == "lmdb":
+            write_lmdb(target, chosen, labels[index], progress=args.progress,
+                       overwrite=args.overwrite, num_classes=len(names), outputs=outputs)
+        else:
+            write_hdf5(target, chosen, labels[index], scale=scale, overwrite=args.overwrite,
+                       num_classes=len(names), progress=args.progress, outputs=outputs)
+        if part == "train":
+            stored = chosen if scale == 1 else chosen.astype(np.float32) * scale
+            means = mean_values(stored)
+            if args.mean == "binaryproto":
+                write_mean_binaryproto(targets["mean"][0], stored, overwrite=args.overwrite,
+                                       outputs=outputs)
+            del stored
+        del chosen
+    outputs.write(targets["labels"][0], "".join(f"{name}\n" for name in names))
+    return means

@@ -103,11 +103,15 @@ def time_net(proto: Any, phase: str, *, iterations: int, gpu: str | None,
         write_files({model: to_text(proto)})
         cmd = [str(training.caffe_tool()), "time", "-model", str(model.resolve()),
                "-phase", phase, "-iterations", str(iterations), *training.gpu_flag(gpu)]
-        status, tail = training.run_logged(cmd, cwd=Path.cwd(), log=log)
+        done = training.run_logged(cmd, cwd=Path.cwd(), log=log)
+        if done.interrupt is not None:
+            raise done.interrupt
         text = log.read_text(encoding="utf-8", errors="replace")
-    if status != 0:
+    if done.failed or done.log_error:
         kept = f"; the full log is {log}" if keep else ""
-        raise training.CaffeError(f"caffe time failed: {training.failure_reason(tail)}{kept}")
+        why = (f"cannot write {log} ({done.log_error.strerror})" if done.log_error
+               else training.failure_reason(done.tail))
+        raise training.CaffeError(f"caffe time failed: {why}{kept}")
     return parse_time(text), text
 
 

@@ -16,7 +16,16 @@ databases, or ``--train_size`` / ``--test_size``).  Caffe runs inside DIR; its w
 output is kept in ``DIR/train.log`` (``train_resumed_<N>.log`` after ``--resume``),
 snapshots go to ``DIR/snapshots/``, and after training ``log.csv``, ``loss.png`` and
 ``accuracy.png`` are written beside them.  Everything is checked before anything is
-written: a bad flag, recipe, policy, data source or snapshot is one line and exit 2.
+written: a bad flag, recipe, policy, solver, data source, label or snapshot is one line
+and exit 2.
+
+A run folder holds one run.  A folder with a previous run's files (its logs,
+snapshots, ``log.csv``, plots; with the model form also its prototxt files) is
+reused only with ``--overwrite`` or ``--resume``.  With ``--overwrite`` the new
+run's files are written as one set when the run starts, and at that moment the
+previous run's files are moved aside together (into one hidden folder in DIR,
+deleted when the run ends however it ends), so the folder never mixes two runs; a
+refused run changes nothing.
 """
 
 from __future__ import annotations
@@ -24,18 +33,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pynetbuilder import datasource, training
 from pynetbuilder import solver as solvers
 from pynetbuilder.caffelog import plot_files, read_logs
-from pynetbuilder.cli import Parser, add_output_flags, positive_int
+from pynetbuilder.cli import Parser, add_output_flags, finite_float, positive_int
+from pynetbuilder.dataio import read_mean_binaryproto
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Phase, prototxt_files
-from pynetbuilder.io import write_files
+from pynetbuilder.interrupts import Terminated
+from pynetbuilder.io import remove, write_files
 from pynetbuilder.legos import ClassificationData
 from pynetbuilder.models import FAMILIES
 from pynetbuilder.models.spec import model_name
@@ -57,6 +71,8 @@ def _epochs(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of epochs, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of epochs, got {text!r}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
     return value
@@ -69,16 +85,16 @@ def add_solver_flags(parser: argparse.ArgumentParser) -> None:
                    + " (add-ons: " + ", ".join("+" + a for a in solvers.AUGMENTATIONS)
                    + "; default: the model family's, else cifar/resnet or imagenet/resnet_18)")
     g.add_argument("--optimizer", help="one of " + ", ".join(solvers.OPTIMIZERS))
-    g.add_argument("--base_lr", type=float, help="base learning rate")
-    g.add_argument("--momentum", type=float, help="momentum (Adam: beta1)")
-    g.add_argument("--momentum2", type=float, help="Adam's beta2")
-    g.add_argument("--weight_decay", type=float, help="L2 weight decay")
+    g.add_argument("--base_lr", type=finite_float, help="base learning rate")
+    g.add_argument("--momentum", type=finite_float, help="momentum (Adam: beta1)")
+    g.add_argument("--momentum2", type=finite_float, help="Adam's beta2")
+    g.add_argument("--weight_decay", type=finite_float, help="L2 weight decay")
     g.add_argument("--epochs", type=_epochs, help="training length in epochs (milestones "
                    "not given scale with it)")
     g.add_argument("--policy", help="learning-rate policy: " + ", ".join(solvers.CAFFE_POLICIES))
-    g.add_argument("--gamma", type=float, help="lr factor (step, multistep) or per-iteration "
-                   "constant (exp, inv, sigmoid)")
-    g.add_argument("--power", type=float, help="exponent of poly and inv")
+    g.add_argument("--gamma", type=finite_float, help="lr factor (step, multistep) or "
+                   "per-iteration constant (exp, inv, sigmoid)")
+    g.add_argument("--power", type=finite_float, help="exponent of poly and inv")
     g.add_argument("--milestones", type=_epochs, nargs="+", metavar="EPOCH",
                    help="multistep: epochs at which the rate is multiplied by gamma")
     g.add_argument("--step_epochs", type=_epochs, help="step: epochs per step; sigmoid: centre")
@@ -100,6 +116,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                    help="continue from a snapshot of this run folder")
     g.add_argument("--weights", metavar="FILE.caffemodel",
                    help="start from these weights (fine-tuning)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the previous run in the run folder (its logs, snapshots, "
+                   "plots) when this one starts")
 
 
 @dataclass
@@ -115,6 +134,7 @@ class Plan:
     weights: Path | None = None
     gpu: str | None = None
     report_table: str = ""
+    previous: list[Path] = field(default_factory=list)  # the previous run's files, replaced
 
 
 def _recipe(args: argparse.Namespace, default: solvers.Recipe) -> solvers.Recipe:
@@ -160,9 +180,18 @@ def _count(src: training.DataSource, base: Path) -> int:
     return n
 
 
-def _run_checks(plan: Plan, args: argparse.Namespace) -> None:
+def _run_checks(plan: Plan, args: argparse.Namespace, *, nets_are_ours: bool) -> None:
     training.gpu_flag(args.gpu)
     training.caffe_tool()
+    previous = training.previous_run(plan.folder, nets_are_ours)
+    if previous and not (args.overwrite or args.resume):
+        shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in previous[:4])
+        more = f" and {len(previous) - 4} more" if len(previous) > 4 else ""
+        raise UsageError(f"{plan.folder} holds a previous run ({shown}{more}); give "
+                         "--overwrite to replace it, --resume SNAPSHOT to continue it, or "
+                         "another -o folder")
+    if args.overwrite and not args.resume:
+        plan.previous = previous
     if args.resume and args.weights:
         raise UsageError("give --resume (continue a run) or --weights (start from weights), "
                          "not both")
@@ -187,7 +216,8 @@ def _run_checks(plan: Plan, args: argparse.Namespace) -> None:
 def _with_image_shape(data: ClassificationData) -> ClassificationData:
     """``data`` with the channel count of its training source's first image (the deploy
     net's input must match the trained weights); UsageError when the crop exceeds the
-    images."""
+    images, or the mean file is not one Caffe's data layer can subtract from them."""
+    mean = _mean_image(data.mean_file)
     source = Path(data.train_source)
     if not source.exists():
         return data  # the solver's count names the missing source
@@ -195,6 +225,12 @@ def _with_image_shape(data: ClassificationData) -> ClassificationData:
     if first is None:
         raise UsageError(f"the train data source {source} holds no images")
     channels, height, width = first.shape
+    if mean is not None and tuple(mean.shape) != (channels, height, width):
+        # DataTransformer::Transform checks the mean's channels, height and width
+        raise UsageError(f"--mean {data.mean_file} is a {'x'.join(map(str, mean.shape))} "
+                         f"mean image, but the images of {source} are "
+                         f"{channels}x{height}x{width} (C x H x W): Caffe subtracts it pixel "
+                         "by pixel, so it must be their size")
     if data.crop_size > min(height, width):
         raise UsageError(f"--crop_size {data.crop_size} exceeds the {height}x{width} images "
                          f"of {source}")
@@ -204,6 +240,22 @@ def _with_image_shape(data: ClassificationData) -> ClassificationData:
         raise UsageError(f"--mean has {len(data.mean_values)} values, but the images of "
                          f"{source} have {channels} channel(s): give 1 or {channels}")
     return dataclasses.replace(data, channels=channels)
+
+
+def _mean_image(path: str | None) -> Any:
+    """The mean image a ``mean_file`` names (C x H x W), checked as Caffe reads it."""
+    if not path:
+        return None
+    try:
+        mean = read_mean_binaryproto(path)
+    except UsageError as exc:
+        raise UsageError(f"--mean {path}: {exc}") from None
+    if mean.ndim != 3:
+        raise UsageError(f"--mean {path} holds a {mean.ndim}-D blob; a mean image is "
+                         "C x H x W (num 1)")
+    if not np.isfinite(mean).all():
+        raise UsageError(f"--mean {path} holds values that are not finite numbers")
+    return mean
 
 
 def _model_plan(name: str, argv: Sequence[str]) -> Plan:
@@ -233,13 +285,14 @@ def _model_plan(name: str, argv: Sequence[str]) -> Plan:
         mean_file=str(Path(data.mean_file).resolve()) if data.mean_file else None)
     net = spec.build(_with_image_shape(data))
     s, sizes, r = _solver(net.train_val_proto(), r, args, Path.cwd(), net.name)
+    training.check_labels(net.train_val_proto(), Path.cwd())
     files = {folder / n: text for n, text in prototxt_files(net).items()}
     files[folder / "solver.prototxt"] = solvers.solver_text(s)
     report = net.report(Phase.DEPLOY)
     if args.json:
         files[Path(args.json)] = report.json_text()
     plan = Plan(folder, s, sizes, files, r, report_table=report.table() if args.table else "")
-    _run_checks(plan, args)
+    _run_checks(plan, args, nets_are_ours=True)
     return plan
 
 
@@ -270,7 +323,8 @@ def _folder_plan(folder: Path, argv: Sequence[str]) -> Plan:
         r = _recipe(args, solvers.RECIPES["cifar/resnet"])
         s, sizes, r = _solver(net_param, r, args, folder, net_param.name)
         plan = Plan(folder, s, sizes, {solver_file: solvers.solver_text(s)}, r)
-    _run_checks(plan, args)
+    training.check_labels(net_param, folder)
+    _run_checks(plan, args, nets_are_ours=False)
     return plan
 
 
@@ -312,10 +366,27 @@ def _chain_logs(folder: Path, log: Path) -> list[Path]:
 
 
 def run(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
-    """Write the plan's files, train, evaluate the final weights if the last test was
-    earlier, write log.csv and the plots; print as it goes."""
-    for path in write_files(plan.files):
-        say(f"wrote {path}")
+    """Write the plan's files (the previous run moved aside with them, when replaced),
+    train, evaluate the final weights if the last test was earlier, write log.csv and
+    the plots; print as it goes.  An interrupt says what the run folder kept."""
+    written, aside = training.start_run(plan.folder, plan.files, plan.previous)
+    try:
+        for path in written:
+            say(f"wrote {path}")
+        if aside is not None:
+            say(f"replaced the previous run in {plan.folder}")
+        return _train(plan, say)
+    except (KeyboardInterrupt, Terminated) as exc:
+        if not getattr(exc, "kept", ""):
+            exc.kept = (f"{plan.folder} holds this run's files as far as it went; Caffe "  # type: ignore[union-attr]
+                        "had not started")
+        raise
+    finally:
+        if aside is not None:
+            remove(aside)
+
+
+def _train(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
     if plan.report_table:
         say(plan.report_table)
     _describe(plan, say)
@@ -326,6 +397,17 @@ def run(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
         f"full log: {log}")
     result = training.train(plan.folder, max_iter=s.max_iter, resume=plan.resume,
                             weights=plan.weights, gpu=plan.gpu, emit=say)
+    try:
+        _finish(plan, result, say)
+    except (KeyboardInterrupt, Terminated) as exc:
+        exc.kept = (f"training had finished: the weights are {result.weights}, the log is "  # type: ignore[union-attr]
+                    f"{result.log} (pynetbuilder plot {result.log} draws the plots)")
+        raise
+    return result
+
+
+def _finish(plan: Plan, result: training.TrainResult, say: Callable[[str], None]) -> None:
+    s = plan.solver
     if result.stopped_early:
         say(f"stopped early (interrupted) at iteration {result.iteration}")
     elif s.test_iter and result.weights and result.tested_at != result.iteration:
@@ -345,7 +427,6 @@ def run(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
     outputs = plot_files(read_logs(_chain_logs(plan.folder, result.log)))
     written = write_files({plan.folder / n: content for n, content in outputs.items()})
     say("plots: " + ", ".join(str(p) for p in written))
-    return result
 
 
 def _scores_first(scores: dict[str, float]) -> list[tuple[str, float]]:

@@ -6,13 +6,17 @@ non-negative integers (class indices ``0 .. K-1``).
 
 from __future__ import annotations
 
+import contextlib
+import math
+import resource
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from pynetbuilder.errors import UsageError
 
-INT32_MAX = 2**31 - 1  # Datum.label is an int32
+INT32_MAX = 2**31 - 1  # Datum.label is an int32; Caffe's blobs hold at most INT_MAX values
 
 
 class DataError(UsageError):
@@ -85,3 +89,76 @@ def as_labels(labels: np.ndarray | Sequence, count: int,
         raise DataError(f"label {arr[i]} of image {i} is out of range: labels must be in "
                         f"{allowed}")
     return arr
+
+
+def check_image_size(channels: int, height: int, width: int) -> None:
+    """Refuse images Caffe cannot hold: one image is a blob of C x H x W values, and
+    ``Blob::Reshape`` checks a blob holds at most INT_MAX (the same bound as the
+    ``Datum``'s int32 sizes)."""
+    values = channels * height * width
+    if values > INT32_MAX:
+        raise DataError(f"an image of {channels}x{height}x{width} (C x H x W) holds "
+                        f"{values:,} values; Caffe's blobs hold at most {INT32_MAX:,} "
+                        "(INT_MAX): make the images smaller")
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path(path).read_text().split()[0])
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping or being refused, as far
+    as Linux says (None elsewhere): the least of ``MemAvailable``, what the cgroup's
+    memory limit leaves, and what ``RLIMIT_AS`` / ``RLIMIT_DATA`` leave."""
+    room = []
+    if (free := _proc_kib("/proc/meminfo", "MemAvailable")) is not None:
+        room.append(free)
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        cap, used = _read_int(limit), _read_int(usage)  # "max" (no limit) reads as None
+        if cap is not None and used is not None and cap < 1 << 60:
+            room.append(max(0, cap - used))
+    for which, key in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+        soft = resource.getrlimit(which)[0]
+        used = _proc_kib("/proc/self/status", key)
+        if soft != resource.RLIM_INFINITY and used is not None:
+            room.append(max(0, soft - used))
+    return min(room) if room else None
+
+
+def size_text(nbytes: float) -> str:
+    """``559.0 GiB``, ``12.3 MiB`` ..."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} bytes" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # unreachable
+
+
+def check_memory(needed: int, what: str, hint: str = "") -> None:
+    """Refuse, before allocating, ``needed`` bytes that this machine does not have
+    (:func:`available_memory`); ``what`` says what needs them."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DataError(f"{what} need {size_text(needed)} of memory, but only "
+                        f"{size_text(available)} is available{hint}")
+
+
+def empty_images(shape: tuple[int, ...], dtype: type | np.dtype, what: str) -> np.ndarray:
+    """``np.empty`` for N x C x H x W images, checked first against Caffe's image size
+    limit and the memory available."""
+    check_image_size(*shape[1:])
+    check_memory(math.prod(shape) * np.dtype(dtype).itemsize,
+                 f"{what} ({shape[0]} images of {'x'.join(map(str, shape[1:]))})")
+    return np.empty(shape, dtype)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pynetbuilder.dataio.checks import DataError, as_images
+from pynetbuilder.dataio.checks import DataError, as_images, empty_images
 from pynetbuilder.dataio.progress import Progress
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".tif",
@@ -121,7 +121,8 @@ def read_image_folder(root: str | Path, *, size: Size = None, channels: int = 3,
                     "every image (--size H W), or make them equal"
                 )
             if images is None:
-                images = np.empty((len(paths), channels, img.height, img.width), np.uint8)
+                images = empty_images((len(paths), channels, img.height, img.width),
+                                      np.uint8, f"the images of {root}")
             images[i] = to_chw(img)
             bar.update()
     assert images is not None  # class_files refuses a folder without images
@@ -138,7 +139,7 @@ def resize_images(images: np.ndarray, size: Size, *, resample: str = "bilinear")
     if hw is None or hw == arr.shape[2:]:
         return arr
     dtype = np.uint8 if arr.dtype == np.uint8 else np.float32
-    out = np.empty(arr.shape[:2] + hw, dtype)
+    out = empty_images(arr.shape[:2] + hw, dtype, "the resized images")
     method = RESAMPLE[resample]
     for n in range(arr.shape[0]):
         for c in range(arr.shape[1]):

@@ -13,11 +13,18 @@ import numpy as np
 from pynetbuilder.dataio.checks import DataError, as_images, as_labels
 
 
+def check_seed(seed: object) -> None:
+    """A seed is a non-negative integer (what NumPy's generators take)."""
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise DataError(f"the seed must be a non-negative integer, got {seed!r}")
+
+
 def shuffle(images: np.ndarray | Sequence, labels: np.ndarray | Sequence,
             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``images`` and ``labels`` in one random order drawn from ``seed``."""
     arr = as_images(images)
     labs = as_labels(labels, arr.shape[0])
+    check_seed(seed)
     order = np.random.default_rng(seed).permutation(arr.shape[0])
     return arr[order], labs[order]
 
@@ -31,6 +38,7 @@ def split_indices(labels: np.ndarray | Sequence, test_fraction: float,
     class proportions.  ``test_fraction`` 0 gives an empty test part.
     """
     labs = np.asarray(labels)
+    check_seed(seed)
     if not isinstance(test_fraction, int | float) or not 0 <= test_fraction < 1:
         raise DataError(f"the test fraction must be in [0, 1), got {test_fraction!r}")
     rng = np.random.default_rng(seed)

@@ -69,6 +69,9 @@ class UnknownShapeError(ShapeError):
 
 Rule = Callable[[LayerLike, list[Shape], "Sequence[Shape] | None"], LayerCost]
 Summary = Callable[[LayerLike], str]
+# (number of classes, the label ignored or None) of a layer reading class indices, from
+# the layer and the shape of its first bottom (the scores)
+LabelRule = Callable[[LayerLike, Shape], "tuple[int, int | None]"]
 
 
 class Category(Flag):
@@ -93,7 +96,9 @@ class LayerKind(NamedTuple):
     ``origin`` ``"bvlc"`` for BVLC Caffe's own types, else the project that added
     it (``"brocolli"``: this build's extras, ``"ssd"`` ...); ``torch`` a
     ``"module:function"`` reference to its PyTorch emitter, imported only when a
-    module is built.
+    module is built; ``labels``, for a layer whose second bottom holds class indices
+    (losses, Accuracy), how many classes it has and which label it ignores (Caffe's
+    release build reads outside its arrays for a label out of range).
     """
 
     type: str
@@ -108,6 +113,7 @@ class LayerKind(NamedTuple):
     short: str = ""
     origin: str = "bvlc"
     torch: str = ""
+    labels: LabelRule | None = None
 
     def is_a(self, category: Category) -> bool:
         return bool(self.category & category)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from pynetbuilder.kinds.base import (
@@ -58,6 +59,28 @@ def _accuracy(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] 
     return LayerCost(tops)
 
 
+def _softmax_labels(layer: LayerLike, scores: Shape) -> tuple[int, int | None]:
+    """``SoftmaxWithLossLayer``: classes along ``softmax_param.axis``; ``loss_param``'s
+    ``ignore_label`` is skipped."""
+    p = layer.loss_param
+    ignored = p.ignore_label if p.HasField("ignore_label") else None
+    return scores[axis_index(layer.softmax_param.axis, len(scores))], ignored
+
+
+def _accuracy_labels(layer: LayerLike, scores: Shape) -> tuple[int, int | None]:
+    """``AccuracyLayer``: classes along ``accuracy_param.axis``, its ``ignore_label``."""
+    p = layer.accuracy_param
+    ignored = p.ignore_label if p.HasField("ignore_label") else None
+    return scores[axis_index(p.axis, len(scores))], ignored
+
+
+def _per_item_labels(layer: LayerLike, scores: Shape) -> tuple[int, int | None]:
+    """MultinomialLogistic, Infogain and Hinge losses: one label per item, indexing
+    ``count / num`` values (``dim``)."""
+    items = scores[0] if scores else 1
+    return (math.prod(scores) // items if items else 0), None
+
+
 def _no_tops(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
              ) -> LayerCost:
     return LayerCost([])
@@ -68,15 +91,17 @@ def _loss_kind(type_name: str, v1: str = "", rule=_loss, **details: object):  # 
 
 
 KINDS = (
-    _loss_kind("SoftmaxWithLoss", "SOFTMAX_LOSS", _softmax_loss, param="softmax_param"),
+    _loss_kind("SoftmaxWithLoss", "SOFTMAX_LOSS", _softmax_loss, param="softmax_param",
+               labels=_softmax_labels),
     _loss_kind("EuclideanLoss", "EUCLIDEAN_LOSS"),
     _loss_kind("SigmoidCrossEntropyLoss", "SIGMOID_CROSS_ENTROPY_LOSS"),
-    _loss_kind("HingeLoss", "HINGE_LOSS"),
-    _loss_kind("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS"),
-    _loss_kind("InfogainLoss", "INFOGAIN_LOSS"),
+    _loss_kind("HingeLoss", "HINGE_LOSS", labels=_per_item_labels),
+    _loss_kind("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS", labels=_per_item_labels),
+    _loss_kind("InfogainLoss", "INFOGAIN_LOSS", labels=_per_item_labels),
     _loss_kind("ContrastiveLoss", "CONTRASTIVE_LOSS"),
     _loss_kind("SmoothL1Loss", origin="brocolli"),
     _loss_kind("MultiBoxLoss", origin="ssd"),
-    kind("Accuracy", _accuracy, category=Category.ACCURACY, v1="ACCURACY", fill=PINK),
+    kind("Accuracy", _accuracy, category=Category.ACCURACY, v1="ACCURACY", fill=PINK,
+         labels=_accuracy_labels),
     kind("HDF5Output", _no_tops, v1="HDF5_OUTPUT"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
@@ -52,6 +53,11 @@ class ClassificationData(Lego):
                 f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.mean_values is not None:  # any sequence of numbers, kept as a tuple
             object.__setattr__(self, "mean_values", tuple(float(v) for v in self.mean_values))
+            if not all(math.isfinite(v) for v in self.mean_values):
+                raise UsageError("mean values must be finite numbers, got "
+                                 + ",".join(f"{v:g}" for v in self.mean_values))
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale != 0):
+            raise UsageError(f"scale must be a finite non-zero number, got {self.scale:g}")
         if self.mean_file and self.mean_values:
             raise UsageError("give either a mean file or mean values, not both")
         if self.mean_values and len(self.mean_values) not in (1, self.channels):

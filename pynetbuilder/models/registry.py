@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,10 +68,11 @@ class Knob:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
         if self.is_list:
-            plural = {int: "integers", float: "numbers", bool: "true/false values",
+            plural = {int: "integers", float: "finite numbers", bool: "true/false values",
                       str: "strings"}
             return f"a list of {plural[self.element]}"
-        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        words = {int: "an integer", float: "a finite number", bool: "true or false",
+                 str: "a string"}
         return words[self.kind]
 
     def check(self, value: Any) -> Any:
@@ -90,7 +92,7 @@ class Knob:
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if not ok:
+        if not ok or (kind is float and not math.isfinite(value)):
             raise KnobError(self.name, self.describe(), whole)
         return value
 

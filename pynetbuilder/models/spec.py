@@ -26,6 +26,7 @@ is an unknown knob).  Every error is a one-line :class:`UsageError`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -109,10 +110,13 @@ def parse_mean(text: str) -> tuple[tuple[float, ...] | None, str | None]:
     if text.endswith(".binaryproto"):
         return None, text
     try:
-        return tuple(float(v) for v in text.split(",")), None
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--mean must be comma-separated numbers (e.g. 104,117,123) or a "
-                         f".binaryproto file, got {text!r}") from None
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"--mean must be comma-separated numbers (finite, e.g. 104,117,123) "
+                         f"or a .binaryproto file, got {text!r}")
+    return values, None
 
 
 def data_setting(name: str, text: str) -> dict[str, Any]:
