@@ -48,7 +48,7 @@ GLOG_ENV: Mapping[str, str] = {
     "GLOG_log_prefix": "1",
     "GLOG_colorlogtostderr": "0",
 }
-_GLOG_FATAL = re.compile(r"^F\d{4,8} [\d:.]+\s+\d+ \S+\] (.*)")
+_GLOG_PREFIX = re.compile(r"^([IWEF])\d{4,8} [\d:.]+\s+\d+ \S+\] (.*)")
 _CHECK_FAILED = re.compile(r"(Check failed: .*)")
 _PYTHON_ERROR = re.compile(r"^\w*(Error|Exception)\b")
 # what a signal that ends a process by itself means (the rest: its name)
@@ -183,11 +183,11 @@ def describe_status(status: int) -> str:
 
 def failure_reason(lines: Sequence[str]) -> str:
     """Why Caffe failed, from its output: its last fatal (``F``) line, else its last
-    ``Check failed`` line, else a Python error line (a Python layer), else the last
-    line."""
+    ``Check failed`` line, else a Python error line (a Python layer), else its last
+    line (without glog's prefix)."""
     for line in reversed(lines):
-        if m := _GLOG_FATAL.match(line):
-            return m[1].strip()
+        if (m := _GLOG_PREFIX.match(line)) and m[1] == "F":
+            return m[2].strip()
     for line in reversed(lines):
         if m := _CHECK_FAILED.search(line):
             return m[1].strip()
@@ -195,4 +195,7 @@ def failure_reason(lines: Sequence[str]) -> str:
         if _PYTHON_ERROR.match(line):
             return line.strip()
     rest = [line.strip() for line in lines if line.strip()]
-    return rest[-1] if rest else "no output"
+    if not rest:
+        return "no output"
+    m = _GLOG_PREFIX.match(rest[-1])
+    return f"its last line: {m[2].strip() if m else rest[-1]}"

@@ -225,17 +225,17 @@ class OutputSet:
             raise UsageError(f"{shown} is a {what}; it cannot be replaced by a "
                              f"{'folder' if folder else 'file'}")
         missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-        target.parent.mkdir(parents=True, exist_ok=True)
         self._created = [p for p in missing if p not in self._created] + self._created
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _hidden(target, "partial")
+        output = _Output(shown, target, tmp, folder, False)
+        with contextlib.suppress(FileNotFoundError):
+            output.existing_mode = stat.S_IMODE(os.stat(target).st_mode)
+        self._outputs.append(output)  # first: an interrupt from here on is undone by abort
         if folder:
             tmp.mkdir(mode=0o700)
         else:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        output = _Output(shown, target, tmp, folder, False)
-        with contextlib.suppress(FileNotFoundError):
-            output.existing_mode = stat.S_IMODE(os.stat(target).st_mode)
-        self._outputs.append(output)
         return output
 
     # ------------------------------------------------------------ installing

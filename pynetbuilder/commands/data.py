@@ -187,9 +187,22 @@ def _targets(out: Path, args: argparse.Namespace) -> dict[str, list[Path]]:
 
 
 def main(argv: Sequence[str]) -> None:
-    args = parser().parse_args(argv)
+    outputs: OutputSet | None = None
+    out = ""
+    try:
+        args = parser().parse_args(argv)
+        out = args.output_folder
+        outputs = OutputSet(overwrite=args.overwrite, error=DataError)
+        _write_set(args, Path(out), outputs)
+    except (KeyboardInterrupt, Terminated) as exc:
+        exc.kept = (f"the new set was written completely to {out}"  # type: ignore[union-attr]
+                    if outputs is not None and outputs.in_place
+                    else "no output was changed (the new set was not complete)")
+        raise
+
+
+def _write_set(args: argparse.Namespace, out: Path, outputs: OutputSet) -> None:
     size = _check_args(args)
-    out = Path(args.output_folder)
     if out.exists() and not out.is_dir():
         raise DataError(f"output folder {out} is a file")
     targets = _targets(out, args)
@@ -202,19 +215,10 @@ def main(argv: Sequence[str]) -> None:
     train, test = split_indices(labels, args.test_fraction, args.seed)
     parts = {"train": train, "test": test} if args.test_fraction > 0 else {"train": train}
     scale = args.scale if args.scale is not None else 1.0
+    with outputs:
+        means = _write_parts(args, outputs, targets, parts, images, labels, names, scale)
 
-    written: list[Path] = []
-    outputs = OutputSet(overwrite=args.overwrite, error=DataError)
-    try:
-        with outputs:
-            means = _write_parts(args, outputs, targets, parts, images, labels, names, scale)
-            written = [p for part in (*parts, "labels", "mean") for p in targets.get(part, [])]
-    except (KeyboardInterrupt, Terminated) as exc:
-        exc.kept = (f"the new set was written completely to {out}" if outputs.in_place  # type: ignore[union-attr]
-                    else f"nothing in {out} was changed (the new set was not complete)")
-        raise
-
-    for path in written:
+    for path in (p for part in (*parts, "labels", "mean") for p in targets.get(part, [])):
         print(f"wrote {path}")
     n, c, h, w = images.shape
     colour = ("gray" if c == 1 else "BGR") if args.digits or Path(args.source).is_dir() \
