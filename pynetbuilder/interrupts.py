@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 class Terminated(BaseException):
@@ -30,18 +33,40 @@ def _raise(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+def _redeliver(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """A ``sys.unraisablehook`` that sends an interrupt Python had to swallow (raised
+    while a ``__del__`` or a collected generator's ``finally`` ran) to this process
+    again a moment later (from a timer thread, so that it is not raised inside the
+    hook), to be raised where it can stop the command; other exceptions go to
+    ``hook``."""
+    def unraisable(info: Any) -> object:
+        exc = getattr(info, "exc_value", None)
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            again = threading.Timer(0.01, os.kill, (os.getpid(), signal_of(exc)))
+            again.daemon = True
+            again.start()
+            return None
+        return hook(info)
+    return unraisable
+
+
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Terminated` inside the block (main thread)."""
+    """SIGTERM and SIGHUP raise :class:`Terminated` inside the block (main thread); an
+    interrupt Python would swallow (:func:`_redeliver`) is raised again."""
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         try:
             previous[signum] = signal.signal(signum, _raise)
         except ValueError:  # not the main thread: leave the process's own handling
             pass
+    hook = sys.unraisablehook
+    if previous:
+        sys.unraisablehook = _redeliver(hook)
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

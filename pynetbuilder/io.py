@@ -200,7 +200,10 @@ class OutputSet:
     def write(self, target: str | Path, data: str | bytes) -> Path:
         """Stage ``data`` (text is written as UTF-8) for ``target``."""
         tmp = self.file(target)
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        try:
+            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        except OSError as exc:  # name the target, not the hidden copy
+            raise OSError(exc.errno, exc.strerror, str(target)) from None
         return tmp
 
     def _stage(self, shown: Path, folder: bool) -> _Output:

@@ -399,7 +399,9 @@ def check_solver(s: caffe_pb2.SolverParameter) -> None:
     if kind not in CAFFE_SOLVER_TYPES:
         raise UsageError(f"unknown solver type {kind!r}; Caffe's: "
                          f"{', '.join(CAFFE_SOLVER_TYPES)}")
-    check_policy(s.lr_policy or "fixed")
+    if not s.lr_policy:  # SGDSolver::GetLearningRate: "Unknown learning rate policy: "
+        raise UsageError(f"the solver sets no lr_policy; Caffe needs one of {_policies()}")
+    check_policy(s.lr_policy)
     for name in ("base_lr", "momentum", "momentum2", "delta", "weight_decay", "gamma",
                  "power", "rms_decay", "clip_gradients"):
         value = getattr(s, name)
@@ -411,7 +413,7 @@ def check_solver(s: caffe_pb2.SolverParameter) -> None:
     if s.iter_size < 1:
         raise UsageError(f"iter_size must be at least 1, got {s.iter_size} (Caffe divides "
                          "the loss by it)")
-    policy = s.lr_policy or "fixed"
+    policy = s.lr_policy
     if policy == "step" and s.stepsize < 1:
         raise UsageError(f"lr_policy \"step\" needs a positive stepsize (iterations per "
                          f"step), got {s.stepsize}: Caffe divides the iteration by it")

@@ -425,7 +425,12 @@ def _finish(plan: Plan, result: training.TrainResult, say: Callable[[str], None]
     if result.state:
         say(f"solver state: {result.state} (continue with --resume)")
     outputs = plot_files(read_logs(_chain_logs(plan.folder, result.log)))
-    written = write_files({plan.folder / n: content for n, content in outputs.items()})
+    try:
+        written = write_files({plan.folder / n: content for n, content in outputs.items()})
+    except OSError as exc:
+        raise UsageError(f"training finished (the weights are {result.weights}), but "
+                         f"{exc.filename} could not be written ({exc.strerror}), nor the "
+                         "other plots; pynetbuilder plot draws them from the log") from None
     say("plots: " + ", ".join(str(p) for p in written))
 
 
