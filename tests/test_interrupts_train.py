@@ -167,14 +167,21 @@ def test_a_signal_stops_caffe_which_snapshots(signum, group, status, digits, caf
     assert hidden_entries(tmp_path / "run") == []
 
 
-def test_caffe_ends_with_its_parent(digits, tmp_path):
-    """The command killed outright (SIGKILL, no chance to clean up): Caffe goes too."""
-    proc, marker = start(train_args(digits, "300", "-o", "run"), cwd=tmp_path)
+def test_caffe_ends_with_its_parent(old_run, digits, tmp_path):
+    """The command killed outright (SIGKILL, no chance to clean up): Caffe goes too.  The
+    previous run it had moved aside is left hidden; the next run into the folder
+    deletes it."""
+    run, _ = old_run
+    proc, marker = start(train_args(digits, "300", "--overwrite", "-o", "run"), cwd=tmp_path)
     _progress_line(proc)
     assert "caffe" in processes_with(marker).values()
     proc.kill()
     proc.communicate(timeout=60)
     assert _no_caffe_left(marker)
+    assert [p.name for p in run.iterdir() if p.name.startswith(".pnb-previous-run-")]
+    done = pnb(*train_args(digits, "1", "--overwrite", "-o", "run"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert hidden_entries(run) == []
 
 
 # moment -> (when, what the folder then holds)
