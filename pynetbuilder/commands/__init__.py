@@ -59,4 +59,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pynetbuilder: error: unknown command {args[0]!r}; commands: "
               f"{', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE
-    return run(_load(command[1]), args[1:], prog="pynetbuilder")
+    # the command's module is imported inside run(): an interrupt while it loads is one line
+    return run(lambda rest: _load(command[1])(rest), args[1:], prog="pynetbuilder")
