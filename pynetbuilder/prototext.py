@@ -17,6 +17,7 @@ builds the message or raises its own ``ParseError`` with line and column.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import NamedTuple, TypeVar
 
@@ -30,7 +31,7 @@ __all__ = ["parse"]
 M = TypeVar("M", bound=Message)
 
 # The tokens of text_format's Tokenizer, written as one regex per statement.
-_WS = r"\s*(?:#[^\n]*\s*)*"  # whitespace and comments
+_WS = r"\s*(?:#[^\n]*+\s*)*"  # whitespace and comments (a comment runs to the line end)
 _STRING = r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
 _TOKEN = r"[A-Za-z_][0-9A-Za-z_+-]*|(?:[0-9+-]|\.[0-9])[0-9A-Za-z_.+-]*"  # name or number
 _VALUE = rf"(?:{_STRING})(?:{_WS}(?:{_STRING}))*|{_TOKEN}"
@@ -43,10 +44,11 @@ _STATEMENT = re.compile(
     rf"|([}}>])(?:{_WS}[;,])?"  # 4: the end of a message
     rf"|([\s\S])|\Z){_WS}"  # 5: a character no statement starts with
 )
+_HEAD = re.compile(r"\s*([A-Za-z_][0-9A-Za-z_]*)\s*:\s*")  # `name: ` before a string
 _LIST_ITEM = re.compile(rf"[\[,]{_WS}({_VALUE})")
 _STRING_PART = re.compile(_STRING)
 
-_SCALAR, _SINGULAR, _CLOSE, _OPEN, _NOTHING = range(5)
+_REPEATED, _SINGULAR, _CLOSE, _OPEN, _NOTHING = range(5)
 _SHORT = tuple(bytes((n,)) for n in range(128))  # lengths under 128 as varints
 _CLOSERS = {"{": "}", "<": ">"}
 
@@ -62,11 +64,11 @@ _FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
 _STRINGS = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
-class _Fallback(Exception):
+class _FallbackError(Exception):
     """The fast path does not take this text: text_format.Parse decides."""
 
 
-class _Mismatch(_Fallback):
+class _LineMismatchError(_FallbackError):
     """A line that is not one whole statement (read the text statement by statement)."""
 
 
@@ -80,7 +82,7 @@ def parse(text: str, message: M) -> M:
             data = _wire(text, message.DESCRIPTOR)
             message.MergeFromString(data)
             return message
-        except (_Fallback, DecodeError):
+        except (_FallbackError, DecodeError):
             message.Clear()
     text_format.Parse(text, message)
     return message
@@ -90,87 +92,113 @@ def _wire(text: str, descriptor: Descriptor) -> bytes:
     """The text as wire format: line by line when each line holds at most one
     statement (as Caffe and protobuf write prototxt), else statement by statement."""
     try:
-        return _encode(text.split("\n"), descriptor, _line_groups)
-    except _Mismatch:
+        return _encode(text.split("\n"), descriptor, _Compiler().line)
+    except _LineMismatchError:
         pass
     try:
-        return _encode(_STATEMENT.findall(text), descriptor, tuple)
-    except _Mismatch:
-        raise _Fallback from None
+        return _encode(_STATEMENT.findall(text), descriptor, _Compiler().statement)
+    except _LineMismatchError:
+        raise _FallbackError from None
 
 
-def _line_groups(line: str) -> tuple[str, ...]:
-    match = _STATEMENT.fullmatch(line)
-    if match is None:
-        raise _Mismatch
-    return match.groups("")
-
-
-def _encode(chunks, descriptor, groups_of) -> bytes:
-    """Encode the statements; ``groups_of`` gives a chunk's ``_STATEMENT`` groups.
-
-    Each distinct chunk is compiled once per message type into an action."""
-    caches: dict[Descriptor, dict] = {}
-    cache = caches[descriptor] = {}
-    parts: list[bytes] = []
-    seen: set[str] = set()  # the singular fields set in the message being read
-    closer = ""  # the message's closing token
+def _encode(chunks: Iterable, descriptor: Descriptor, compile: Callable) -> bytes:
+    """Encode the chunks (lines or statements), each distinct one compiled once per
+    message type into an action."""
+    actions: dict = {}  # chunk -> action, in the message being read
+    parts: list[bytes] = []  # its wire format so far
+    seen: set[str] = set()  # its singular fields so far (protobuf refuses a second)
+    closer = ""  # its closing token
     stack: list[tuple] = []
     for chunk in chunks:
-        action = cache.get(chunk)
+        action = actions.get(chunk)
         if action is None:
-            action = cache[chunk] = _compile(groups_of(chunk), descriptor, caches)
+            action = actions[chunk] = compile(chunk, descriptor)
         kind = action[0]
-        if kind == _SCALAR:
+        if kind == _REPEATED:
             parts.append(action[1])
         elif kind == _SINGULAR:
             if action[2] in seen:
-                raise _Fallback  # text_format: "should not have multiple"
+                raise _FallbackError
             seen.add(action[2])
             parts.append(action[1])
         elif kind == _CLOSE:
             if action[1] != closer:
-                raise _Fallback
+                raise _FallbackError
             body = b"".join(parts)
-            parts, seen, closer, descriptor, cache, tag = stack.pop()
+            parts, seen, closer, descriptor, actions, tag = stack.pop()
             n = len(body)
             parts.append(tag + (_SHORT[n] if n < 128 else _varint(n)) + body)
         elif kind == _OPEN:
-            _, sub, sub_cache, tag, sub_closer, singular = action
+            _, sub, sub_actions, tag, sub_closer, singular = action
             if singular:
                 if singular in seen:
-                    raise _Fallback
+                    raise _FallbackError
                 seen.add(singular)
-            stack.append((parts, seen, closer, descriptor, cache, tag))
-            parts, seen, closer, descriptor, cache = [], set(), sub_closer, sub, sub_cache
+            stack.append((parts, seen, closer, descriptor, actions, tag))
+            parts, seen, closer, descriptor, actions = [], set(), sub_closer, sub, sub_actions
     if stack:
-        raise _Fallback  # text_format: 'Expected "}"'
+        raise _FallbackError
     return b"".join(parts)
 
 
-def _compile(groups: tuple[str, ...], descriptor: Descriptor, caches: dict) -> tuple:
-    name, value, opener, closer, bad = groups
-    if bad:
-        raise _Mismatch
-    if closer:
-        return (_CLOSE, closer)
-    if not name:
-        return (_NOTHING,)
-    field = _field(descriptor, name)
-    singular = "" if field.is_repeated else name
-    kind = _SCALAR if field.is_repeated else _SINGULAR
-    if opener:
-        if field.message_type is None:
-            raise _Fallback
-        return (_OPEN, field.message_type, caches.setdefault(field.message_type, {}),
-                field.tag, _CLOSERS[opener], singular)
-    if field.message_type is not None:
-        raise _Fallback
-    if value[0] == "[":
-        if not field.is_repeated:
-            raise _Fallback
-        return (kind, b"".join(_scalar(field, v) for v in _LIST_ITEM.findall(value)), name)
-    return (kind, _scalar(field, value), name)
+class _Compiler:
+    """A chunk's action in a message type, for one parse:
+    ``(_REPEATED, wire)``, ``(_SINGULAR, wire, field name)``, ``(_CLOSE, token)``,
+    ``(_OPEN, message type, its actions, tag, closing token, field name if singular)``
+    or ``(_NOTHING,)``."""
+
+    def __init__(self) -> None:
+        self.actions: dict[Descriptor, dict] = {}  # per message type
+        self.string_heads: dict[tuple[Descriptor, str], _Field | None] = {}
+
+    def line(self, line: str, descriptor: Descriptor) -> tuple:
+        head, quote, tail = line.partition('"')
+        if tail[-1:] == '"' and tail.count('"') == 1 and "\\" not in tail:
+            field = self._string_field(head, descriptor)  # the line is `name: "text"`
+            if field is not None:
+                try:
+                    data = tail[:-1].encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _FallbackError from None
+                wire = field.tag + _varint(len(data)) + data
+                return (_REPEATED, wire) if field.is_repeated else (_SINGULAR, wire, field.name)
+        match = _STATEMENT.fullmatch(line)
+        if match is None:
+            raise _LineMismatchError
+        return self.statement(match.groups(""), descriptor)
+
+    def _string_field(self, head: str, descriptor: Descriptor) -> _Field | None:
+        key = (descriptor, head)
+        if key not in self.string_heads:
+            match = _HEAD.fullmatch(head)
+            field = match and _field(descriptor, match[1])
+            self.string_heads[key] = field if field and field.type in _STRINGS else None
+        return self.string_heads[key]
+
+    def statement(self, groups: tuple[str, ...], descriptor: Descriptor) -> tuple:
+        name, value, opener, closer, bad = groups
+        if bad:
+            raise _LineMismatchError
+        if closer:
+            return (_CLOSE, closer)
+        if not name:
+            return (_NOTHING,)
+        field = _field(descriptor, name)
+        if opener:
+            if field.message_type is None:
+                raise _FallbackError
+            actions = self.actions.setdefault(field.message_type, {})
+            singular = "" if field.is_repeated else name
+            return (_OPEN, field.message_type, actions, field.tag, _CLOSERS[opener], singular)
+        if field.message_type is not None:
+            raise _FallbackError
+        if value[0] != "[":
+            wire = _scalar(field, value)
+        elif field.is_repeated:
+            wire = b"".join(_scalar(field, item) for item in _LIST_ITEM.findall(value))
+        else:
+            raise _FallbackError
+        return (_REPEATED, wire) if field.is_repeated else (_SINGULAR, wire, name)
 
 
 class _Field(NamedTuple):
@@ -185,11 +213,11 @@ class _Field(NamedTuple):
 @cache
 def _field(descriptor: Descriptor, name: str) -> _Field:
     field = descriptor.fields_by_name.get(name)
-    if field is None or field.containing_oneof is not None:
-        raise _Fallback
+    if field is None or field.containing_oneof is not None or field.type == field.TYPE_GROUP:
+        raise _FallbackError
     message_type = field.message_type
     if message_type is not None and message_type.GetOptions().map_entry:
-        raise _Fallback
+        raise _FallbackError
     return _Field(name, field.type, field.is_repeated, message_type,
                   _varint(field.number << 3 | 2), field)
 
@@ -201,8 +229,8 @@ def _scalar(field: _Field, text: str) -> bytes:
     try:
         if field.type in _STRINGS:
             if quote not in "\"'":
-                raise _Fallback
-            if "\\" not in text and text.count(quote) == 2:  # one literal, no escapes
+                raise _FallbackError
+            if text[-1] == quote and text.count(quote) == 2 and "\\" not in text:  # one literal
                 data = text[1:-1].encode("utf-8")
             else:
                 data = b"".join(text_encoding.CUnescape(part[1:-1])
@@ -211,7 +239,7 @@ def _scalar(field: _Field, text: str) -> bytes:
                     data.decode("utf-8")
             return field.tag + _varint(len(data)) + data
         if quote in "\"'":
-            raise _Fallback
+            raise _FallbackError
         if field.type in _INTEGERS:
             value = text_format.ParseInteger(text, *_INTEGERS[field.type])
         elif field.type in _FLOATS:
@@ -221,7 +249,7 @@ def _scalar(field: _Field, text: str) -> bytes:
         elif field.type == FieldDescriptor.TYPE_ENUM:
             value = text_format.ParseEnum(field.descriptor, text)
         else:
-            raise _Fallback
+            raise _FallbackError
         holder = GetMessageClass(field.descriptor.containing_type)()
         if field.is_repeated:
             getattr(holder, field.name).append(value)
@@ -229,7 +257,7 @@ def _scalar(field: _Field, text: str) -> bytes:
             setattr(holder, field.name, value)
         return holder.SerializeToString()
     except (ValueError, TypeError):
-        raise _Fallback from None
+        raise _FallbackError from None
 
 
 def _varint(number: int) -> bytes:

@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from pynetbuilder import prototext
 from pynetbuilder.protoview import message_args, view
 
 try:
@@ -332,6 +333,4 @@ def to_text(message: Message) -> str:
 
 def parse_net(text: str) -> Message:
     """Parse a prototxt into a ``NetParameter`` (protobuf reports line and column)."""
-    net = caffe_pb2.NetParameter()
-    text_format.Parse(text, net)
-    return net
+    return prototext.parse(text, caffe_pb2.NetParameter())
