@@ -23,7 +23,7 @@ from typing import NamedTuple, TypeVar
 
 from google.protobuf import text_encoding, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 __all__ = ["parse"]
@@ -82,7 +82,7 @@ def parse(text: str, message: M) -> M:
             data = _wire(text, message.DESCRIPTOR)
             message.MergeFromString(data)
             return message
-        except (_FallbackError, DecodeError):
+        except Exception:  # _FallbackError, or a surprise: protobuf's parser decides
             message.Clear()
     text_format.Parse(text, message)
     return message
@@ -255,7 +255,7 @@ def _scalar(field: _Field, text: str) -> bytes:
             getattr(holder, field.name).append(value)
         else:
             setattr(holder, field.name, value)
-        return holder.SerializeToString()
+        return holder.SerializePartialToString()  # a required field may come later
     except (ValueError, TypeError):
         raise _FallbackError from None
 
