@@ -15,6 +15,7 @@ import random
 import pytest
 from conftest import SHARED
 from google.protobuf import text_format
+from google.protobuf.descriptor import FieldDescriptor
 
 from pynetbuilder import models, prototext
 from pynetbuilder import solver as sv
@@ -336,3 +337,70 @@ def test_random_damage_gives_protobufs_outcome():
         readable += isinstance(expected, bytes)
         broken += not isinstance(expected, bytes)
     assert readable > 50 and broken > 50  # both kinds were tried
+
+
+# Random text of the schema: every field type, written every way text format allows.
+FLOATS = ["0", "1", "-1", "0.5", ".5", "-.25", "1e-4", "1E10", "3.4e38", "3.5e38", "1e-45",
+          "2.5f", "1F", "inf", "-inf", "nan", "Infinity", "-infinityf", "16777217", "1."]
+STRINGS = ['"a"', "'b'", '"with space"', '"x" "y"', "'q\\'s'", '"esc\\n\\t\\\\"', '"\\x41\\101"',
+           '"é"', '""', '"#not a comment"', '"{}<>;,:"']
+INT_RANGES = {FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1),
+              FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1),
+              FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+              FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1)}
+
+
+def random_value(field, rng: random.Random) -> str:
+    if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        return rng.choice(STRINGS)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return rng.choice(["true", "false", "True", "False", "t", "f", "1", "0"])
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        value = rng.choice(field.enum_type.values)
+        return rng.choice([value.name, str(value.number)])
+    if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return rng.choice(FLOATS)
+    low, high = INT_RANGES[field.type]
+    n = rng.choice([0, 1, 8, low, high, rng.randint(low, high)])
+    if n > 0 and rng.random() < 0.2:
+        return rng.choice([hex(n), "0" + oct(n)[2:]])
+    return str(n)
+
+
+def random_text(descriptor, rng: random.Random, depth: int = 0) -> str:
+    def gap() -> str:
+        return rng.choice([" ", " ", "\n", "\n  ", "\t", " # c {\"'\n", "\r\n", ""])
+
+    fields = [f for f in descriptor.fields if f.message_type is None or depth < 3]
+    statements = []
+    for _ in range(rng.randint(0, 6) if fields else 0):
+        f = rng.choice(fields)
+        if f.message_type is not None:
+            opener, closer = rng.choice(["{}", "{}", "<>"])
+            statements.append(f"{f.name}{rng.choice(['', '', ':'])}{gap()}{opener}{gap()}"
+                              f"{random_text(f.message_type, rng, depth + 1)}{closer}")
+        elif f.is_repeated and rng.random() < 0.3:
+            items = [random_value(f, rng) for _ in range(rng.randint(0, 3))]
+            statements.append(f"{f.name}:{gap()}[{(',' + gap()).join(items)}]")
+        else:
+            statements.append(f"{f.name}:{gap()}{random_value(f, rng)}")
+        statements[-1] += rng.choice(["", "", "", ";", ","]) + rng.choice(["\n", "\n", " "])
+    return "".join(statements)
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+def test_random_text_of_the_schema_reads_fast_and_identical():
+    """Random statements of every field of the nets' and solvers' messages: protobuf
+    reads most (a repeated singular field or a float out of range is its error), and
+    ours gives the same, by the fast path wherever protobuf reads the text."""
+    rng = random.Random(5)
+    read = 0
+    for _ in range(2000):
+        message_type = rng.choice([NET, NET, caffe_pb2.SolverParameter])
+        text = random_text(message_type.DESCRIPTOR, rng)
+        expected = outcome(text_format.Parse, text, message_type)
+        assert outcome(prototext.parse, text, message_type) == expected, text
+        if isinstance(expected, bytes):
+            assert fast_bytes(text, message_type) == expected, text
+            read += 1
+    assert read > 1000
