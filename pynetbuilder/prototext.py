@@ -2,12 +2,12 @@
 
 ``google.protobuf.text_format.Parse`` is pure Python, token by token: about 100 us
 per layer of a Caffe net.  ``parse`` gives the same message about ten times faster
-(benchmarks/bench_prototext.py).  It reads the text statement by statement (``name: value``, ``name {``, ``}``),
-writes each statement as binary wire format, and hands the whole to protobuf's
-C decoder.  A prototxt repeats itself (``kernel_size: 3``, ``lr_mult: 1.0``, ``}``),
-so each distinct line is interpreted once per message type and reused; values are
-converted by text_format's own functions and encoded by protobuf itself, so they
-are protobuf's to the bit.
+(benchmarks/bench_prototext.py).  It reads the text statement by statement
+(``name: value``, ``name {``, ``}``), writes each statement as binary wire format,
+and hands the whole to protobuf's C decoder.  A prototxt repeats itself
+(``kernel_size: 3``, ``lr_mult: 1.0``, ``}``), so each distinct line is interpreted
+once per message type and reused; values are converted by text_format's own
+functions and encoded by protobuf itself, so they are protobuf's to the bit.
 
 Anything else the fast path does not take (lists of messages, ``[extension]``
 names, a duplicate field, any error...) goes to ``text_format.Parse``, which
@@ -152,28 +152,24 @@ class _Compiler:
         self.string_heads: dict[tuple[Descriptor, str], _Field | None] = {}
 
     def line(self, line: str, descriptor: Descriptor) -> tuple:
-        head, quote, tail = line.partition('"')
+        head, _, tail = line.partition('"')
         if tail[-1:] == '"' and tail.count('"') == 1 and "\\" not in tail:
-            field = self._string_field(head, descriptor)  # the line is `name: "text"`
+            key = (descriptor, head)  # the line may be `name: "text"`, the commonest
+            field = self.string_heads.get(key, False)
+            if field is False:
+                field = self.string_heads[key] = _string_field(head, descriptor)
             if field is not None:
                 try:
                     data = tail[:-1].encode("utf-8")
                 except UnicodeEncodeError:
                     raise _FallbackError from None
-                wire = field.tag + _varint(len(data)) + data
+                n = len(data)
+                wire = field.tag + (_SHORT[n] if n < 128 else _varint(n)) + data
                 return (_REPEATED, wire) if field.is_repeated else (_SINGULAR, wire, field.name)
         match = _STATEMENT.fullmatch(line)
         if match is None:
             raise _LineMismatchError
         return self.statement(match.groups(""), descriptor)
-
-    def _string_field(self, head: str, descriptor: Descriptor) -> _Field | None:
-        key = (descriptor, head)
-        if key not in self.string_heads:
-            match = _HEAD.fullmatch(head)
-            field = match and _field(descriptor, match[1])
-            self.string_heads[key] = field if field and field.type in _STRINGS else None
-        return self.string_heads[key]
 
     def statement(self, groups: tuple[str, ...], descriptor: Descriptor) -> tuple:
         name, value, opener, closer, bad = groups
@@ -199,6 +195,13 @@ class _Compiler:
         else:
             raise _FallbackError
         return (_REPEATED, wire) if field.is_repeated else (_SINGULAR, wire, name)
+
+
+def _string_field(head: str, descriptor: Descriptor) -> _Field | None:
+    """The string field of ``head`` if it is ``name:`` with blanks around."""
+    match = _HEAD.fullmatch(head)
+    field = match and _field(descriptor, match[1])
+    return field if field and field.type in _STRINGS else None
 
 
 class _Field(NamedTuple):
