@@ -46,6 +46,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
+from pynetbuilder import prototext
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.kinds import Shape, kind_of, v1_type
 from pynetbuilder.report import Report, analyze
@@ -141,7 +142,7 @@ def read_prototxt(path: str | Path) -> Any:
         raise UsageError(f"cannot read {path}: {reason}") from None
     net = caffe_pb2.NetParameter()
     try:
-        text_format.Parse(text, net)
+        prototext.parse(text, net)
     except text_format.ParseError as exc:
         message = str(exc).split(" : ", 1)[-1].replace("pynetbuilder.caffe.", "")
         where = f"line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else ""
