@@ -17,7 +17,6 @@ from typing import Any, NoReturn, TextIO
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
 from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
-from pynetbuilder.io import write_files
 from pynetbuilder.legos import ClassificationData
 
 EXIT_USAGE = 2
@@ -104,6 +103,8 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
 
     Layers the analysis could not size (a type without a shape rule ...) do not stop
     the writing: the report names them and its totals exclude them."""
+    from pynetbuilder.io import write_files
+
     out = out or sys.stdout
     report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}
