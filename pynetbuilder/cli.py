@@ -37,6 +37,15 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the terminal width (importing shutil, a few ms
+        # of every command's start-up) each time an argument is added; os answers too
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError):
+            width = int(os.environ.get("COLUMNS", "0") or 0) or 80
+        return self.formatter_class(prog=self.prog, width=max(width - 2, 11))
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, error_line(self.prog, message) + "\n")
 
@@ -103,8 +112,6 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
 
     Layers the analysis could not size (a type without a shape rule ...) do not stop
     the writing: the report names them and its totals exclude them."""
-    from pynetbuilder.io import write_files
-
     out = out or sys.stdout
     report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}
@@ -113,7 +120,11 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
         files.update({folder / name: text for name, text in prototxt_files(net).items()})
     if args.json:
         files[Path(args.json)] = report.json_text()
-    written = write_files(files)
+    written = []
+    if files:
+        from pynetbuilder.io import write_files
+
+        written = write_files(files)
     for path in written:
         print(f"wrote {path}", file=out)
     if args.table:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +236,8 @@ def _missing_bottom(net: Any, index: int, blob: str, available: set[str]) -> str
     layer = layers[index]
     later = [k for k in range(index + 1, len(layers)) if blob in layers[k].top]
     if not later:
+        from difflib import get_close_matches
+
         close = get_close_matches(blob, sorted(available), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (f"layer {layer.name!r} reads blob {blob!r}, which no layer produces{hint}")

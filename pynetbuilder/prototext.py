@@ -219,7 +219,9 @@ def _field(descriptor: Descriptor, name: str) -> _Field:
     if field is None or field.containing_oneof is not None or field.type == field.TYPE_GROUP:
         raise _FallbackError
     message_type = field.message_type
-    if message_type is not None and message_type.GetOptions().map_entry:
+    # a map field (its entry message has options; reading them imports descriptor_pb2)
+    if message_type is not None and message_type.has_options and (
+            message_type.GetOptions().map_entry):
         raise _FallbackError
     return _Field(name, field.type, field.is_repeated, message_type,
                   _varint(field.number << 3 | 2), field)
