@@ -12,12 +12,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
 from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
-from pynetbuilder.legos import ClassificationData
+
+if TYPE_CHECKING:  # the data settings load only for the commands that build a model
+    from pynetbuilder.legos import ClassificationData
 
 EXIT_USAGE = 2
 

@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import text_format
 
@@ -54,8 +53,7 @@ from pynetbuilder.schema import caffe_pb2
 PHASES = ("deploy", "train", "test")
 
 
-@dataclass
-class Inspected:
+class Inspected(NamedTuple):
     """A net ready to report on.
 
     ``name`` is the argument as given (file path or model spec), ``net`` the
@@ -525,8 +523,7 @@ def derive_blocks(net: Any) -> dict[str, str]:
     return blocks
 
 
-@dataclass(frozen=True)
-class BlockTotals:
+class BlockTotals(NamedTuple):
     """The summed figures of one block's layers."""
 
     block: str
