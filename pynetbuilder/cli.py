@@ -97,11 +97,12 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         "check --help lists them)")
 
 
-def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
+def emit(net: Net, args: argparse.Namespace, out=None) -> None:
     """Analyse the deploy net, then write every output at once and print the report.
 
     Layers the analysis could not size (a type without a shape rule ...) do not stop
     the writing: the report names them and its totals exclude them."""
+    out = out or sys.stdout
     report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}
     if args.output_folder:

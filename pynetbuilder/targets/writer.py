@@ -37,7 +37,9 @@ from pynetbuilder.targets.checker import pooled_sizes
 from pynetbuilder.targets.profile import Profile, load_profile
 
 EXTEND_SUFFIX = "/extend"  # name of an inserted bottom/right zero-extension layer
-_NON_NEGATIVE = {"ReLU", "ReLU6"}
+_NON_NEGATIVE = {"ReLU6", "Sigmoid", "AbsVal"}  # (ReLU when its negative_slope is 0)
+# layers that keep values non-negative when all their inputs are
+_KEEPS_SIGN = {"Concat", "Split", "Slice", "Dropout", "Flatten", "Reshape", "Crop", "Pooling"}
 
 
 def for_target(net: Any, target: str | Profile,
@@ -59,7 +61,7 @@ def for_target(net: Any, target: str | Profile,
     out.ClearField("input_dim")
     out.ClearField("input_shape")
     dropped: set[str] = set()
-    written_by: dict[str, Any] = {}  # blob -> the last layer that wrote it
+    non_negative: set[str] = set()  # blobs known to hold no negative value
     for layer in net.layer:
         entry = kind_of(layer.type)
         if entry.is_a(Category.INPUT) or entry.is_a(Category.DATA):
@@ -80,11 +82,14 @@ def for_target(net: Any, target: str | Profile,
         if new.type == "BatchNorm":
             new.batch_norm_param.use_global_stats = True
         if new.type == "Pooling":
-            for extra in _pooling_for(new, shapes, profile, written_by):
+            for extra in _pooling_for(new, shapes, profile, non_negative):
                 out.layer.append(extra)
         out.layer.append(new)
+        positive = (new.type in _NON_NEGATIVE
+                    or (new.type == "ReLU" and not new.relu_param.negative_slope)
+                    or (new.type in _KEEPS_SIGN and all(b in non_negative for b in new.bottom)))
         for top in new.top:
-            written_by[top] = new
+            (non_negative.add if positive else non_negative.discard)(top)
     _declare_inputs(out, inputs, input_shapes, style)
     _check_shapes(net, out, shapes)
     return out
@@ -121,7 +126,7 @@ def _declare_inputs(out: Any, names: list[str], shapes: list[tuple[int, ...]],
 
 
 def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Profile,
-                 written_by: Mapping[str, Any]) -> list[Any]:
+                 non_negative: set[str]) -> list[Any]:
     """Layers to insert before ``layer`` (and ``layer`` adjusted in place)."""
     p = layer.pooling_param
     rounding = profile.rule("pooling_rounding")
@@ -140,10 +145,8 @@ def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
     why = None
     if p.pool != caffe_pb2.PoolingParameter.MAX:
         why = "only MAX pooling can be extended exactly"
-    elif written_by.get(layer.bottom[0]) is None or \
-            written_by[layer.bottom[0]].type not in _NON_NEGATIVE or \
-            written_by[layer.bottom[0]].relu_param.negative_slope:
-        why = "its input is not known to be non-negative (no ReLU writes it)"
+    elif layer.bottom[0] not in non_negative:
+        why = "its input is not known to be non-negative (written by a ReLU)"
     elif any(c == f for c, f in sizes) or any(
             (s + 1 + 2 * pd - k) % st for s, k, st, pd in zip(bottom[2:], kernel, stride, pad)):
         why = "one extra row and column do not make ceil and floor agree"
