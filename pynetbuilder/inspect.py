@@ -391,8 +391,13 @@ def _data_shapes(
     if layer.type == "HDF5Data":
         return _hdf5_shapes(layer, given, folder)
     t = layer.transform_param
-    p = {"ImageData": layer.image_data_param,
-         "WindowData": layer.window_data_param}.get(layer.type, layer.data_param)
+    if layer.type == "DenseImageData":  # SegNet's: its settings come through its dialect
+        from pynetbuilder.dialects.schema import dialect_view
+
+        p = dialect_view(layer).dense_image_data_param
+    else:
+        p = {"ImageData": layer.image_data_param,
+             "WindowData": layer.window_data_param}.get(layer.type, layer.data_param)
     batch, source = p.batch_size, p.source
     what = {"ImageData": "image list", "WindowData": "window file"}.get(layer.type, "database")
     origin = ["batch from batch_size"]

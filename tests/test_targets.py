@@ -64,9 +64,9 @@ def test_rknn2_convolution_limits(tmp_path):
     assert rules(violations(tmp_path, conv(17, pad=16), "rknn2")) == ["padding (pad_h)"]
     # ConvolutionDepthwise: "kernel height/width: [1, 8]"
     dw = conv(8, kind="ConvolutionDepthwise")
-    assert all(v.rule != "kernel size (kernel_h)" for v in violations(tmp_path, dw, "rknn2"))
-    assert "kernel size (kernel_h)" in rules(
-        violations(tmp_path, conv(9, kind="ConvolutionDepthwise"), "rknn2"))
+    assert violations(tmp_path, dw, "rknn2", channels=8) == []
+    assert rules(violations(tmp_path, conv(9, kind="ConvolutionDepthwise"), "rknn2",
+                            channels=8)) == ["kernel size (kernel_h)"]
 
 
 def test_rknn2_deconvolution_and_pooling_limits(tmp_path):
@@ -105,7 +105,7 @@ def test_ascend_filter_limit_and_batchnorm_statistics(tmp_path):
     found = violations(tmp_path, bn % "", "ascend")
     assert [(v.rule, v.value) for v in found] == [("BatchNorm use_global_stats", "unset")]
     # ConvolutionDepthwise is rewritten as Convolution with group (the document's example)
-    found = violations(tmp_path, conv(3, kind="ConvolutionDepthwise"), "ascend")
+    found = violations(tmp_path, conv(3, kind="ConvolutionDepthwise"), "ascend", channels=8)
     assert rules(found) == ["layer type not supported"] and "group" in found[0].fix
 
 

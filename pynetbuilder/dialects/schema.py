@@ -25,6 +25,7 @@ _SCALARS = {
     "bytes": 12, "uint32": 13,
 }
 _FDP = descriptor_pb2.FieldDescriptorProto
+_TOKEN = re.compile(r"\"[^\"]*\"|[A-Za-z_][\w.]*|-?\d[\w.+-]*|\S")
 
 
 class Added(NamedTuple):
@@ -56,7 +57,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if marker:
             dialect = marker.group(1)
         line = line.split("//", 1)[0]
-        out += [(t, dialect) for t in re.findall(r"\"[^\"]*\"|[A-Za-z_][\w.]*|-?\d[\w.+-]*|\S", line)]
+        out += [(t, dialect) for t in _TOKEN.findall(line)]
     return out
 
 

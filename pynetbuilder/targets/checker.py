@@ -131,7 +131,11 @@ def _layer_rules(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
                             f"{name} writes it)")
     rule = profile.rule("unknown_fields")
     if rule is not None:
-        used = _fields_set(layer) | facts.fields.get(layer.name, frozenset())
+        read = facts.fields.get(layer.name, frozenset())
+        used = _fields_set(layer)
+        if "pooling_param.round_mode" in read:  # ceil_mode was set from it when reading
+            used -= {"pooling_param.ceil_mode"}
+        used |= read
         for field in rule.value:
             if field in used:
                 yield Violation(*where, "field the target's parser does not know", field,
