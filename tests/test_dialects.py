@@ -121,3 +121,33 @@ def test_check_knows_the_fields_a_target_lacks(tmp_path, capsys):
     assert code == 1
     assert "bvlc (BVLC Caffe (master)): ok" in out
     assert "pooling_param.round_mode" in out
+
+
+def _one(tmp_path, body: str, shape=(1, 8, 9, 9), extra_inputs: str = ""):
+    path = tmp_path / "one.prototxt"
+    dims = " ".join(f"dim: {d}" for d in shape)
+    path.write_text(f'name: "one"\ninput: "data"\ninput_shape {{ {dims} }}\n{extra_inputs}{body}')
+    return shapes_of(load(str(path)))
+
+
+def test_interp_follows_pspnet_arithmetic(tmp_path):
+    """PSPNet's Interp (interp_layer.cpp): zoom_factor z on size s gives s + (s-1)(z-1)
+    (9 -> 17 for z = 2, DeepLab's 'align corners' growth); shrink_factor k gives
+    (s-1)//k + 1 (9 -> 5 for k = 2); height/width are taken as they are."""
+    interp = 'layer {{ name: "i" type: "Interp" bottom: "data" top: "i" interp_param {{ {} }} }}\n'
+    assert _one(tmp_path, interp.format("zoom_factor: 2"))["i"] == (1, 8, 17, 17)
+    assert _one(tmp_path, interp.format("shrink_factor: 2"))["i"] == (1, 8, 5, 5)
+    assert _one(tmp_path, interp.format("height: 60 width: 30"))["i"] == (1, 8, 60, 30)
+
+
+def test_axpy_reorg_region(tmp_path):
+    """SENet's Axpy: a (N x C x 1 x 1) * x + y keeps x's shape.  YOLOv2's Reorg with
+    stride 2: C * 4 channels, half the size (8 x 8 x 8 -> 32 x 4 x 4); Region keeps its
+    input's shape."""
+    extra = 'input: "a"\ninput_shape { dim: 1 dim: 8 dim: 1 dim: 1 }\n'
+    axpy = 'layer { name: "x" type: "Axpy" bottom: "a" bottom: "data" bottom: "data" top: "x" }\n'
+    assert _one(tmp_path, axpy, extra_inputs=extra)["x"] == (1, 8, 9, 9)
+    reorg = ('layer { name: "r" type: "Reorg" bottom: "data" top: "r" reorg_param { stride: 2 } }'
+             '\nlayer { name: "g" type: "Region" bottom: "r" top: "g" }\n')
+    s = _one(tmp_path, reorg, shape=(1, 8, 8, 8))
+    assert s["r"] == (1, 32, 4, 4) and s["g"] == (1, 32, 4, 4)
