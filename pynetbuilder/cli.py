@@ -105,6 +105,9 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         "test.prototxt and deploy.prototxt here")
     parser.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
     parser.add_argument("--table", action="store_true", help="print the per-layer table")
+    parser.add_argument("--target", metavar="NAME",
+                        help="write deploy.prototxt for a deployment toolchain (pynetbuilder "
+                        "check --help lists them)")
 
 
 def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
@@ -120,6 +123,14 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     if args.output_folder:
         folder = Path(args.output_folder)
         files.update({folder / name: text for name, text in prototxt_files(net).items()})
+    remaining = []
+    if getattr(args, "target", None):
+        from pynetbuilder.targets.writer import deploy_for_target
+
+        text, remaining = deploy_for_target(net.to_proto(Phase.DEPLOY), args.target,
+                                            report.blob_shapes)
+        if args.output_folder:
+            files[Path(args.output_folder) / "deploy.prototxt"] = text
     if args.json:
         files[Path(args.json)] = report.json_text()
     written = []
@@ -140,6 +151,9 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     )
     for line in report.skipped_lines():
         print(line, file=out)
+    for violation in remaining:
+        print(f"{args.target} still rejects: " + violation.line().replace("\n", "\n  "),
+              file=out)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,
