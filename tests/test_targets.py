@@ -1,6 +1,6 @@
 """Deploy-target profiles and `pynetbuilder check`: the rules hold the limits the vendor
 documents quote (each test cites the sentence), the command's verdicts, exit status
-and bad input, and the zoo's table of verdicts (tests/data/targets/README.md)."""
+and bad input, and the zoo's table of verdicts (README.md, Deploy targets)."""
 
 from __future__ import annotations
 

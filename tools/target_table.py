@@ -2,7 +2,7 @@
 """Print (or write, or check) the table of deploy-target verdicts for the model zoo.
 
     .venv/bin/python tools/target_table.py           print the Markdown table
-    .venv/bin/python tools/target_table.py --write   replace it in tests/data/targets/README.md
+    .venv/bin/python tools/target_table.py --write   replace it in README.md (Deploy targets)
     .venv/bin/python tools/target_table.py --check   exit 1 if that table is stale
 
 One row per family (its default knobs), one column per target: "ok" when
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from pynetbuilder.models import FAMILIES  # noqa: E402
 from pynetbuilder.targets import check, known_targets, load_profile  # noqa: E402
 
-README = ROOT / "tests" / "data" / "targets" / "README.md"
+README = ROOT / "README.md"
 BEGIN, END = "<!-- target-table: begin -->", "<!-- target-table: end -->"
 ORDER = ("bvlc", "opencv", "mnn", "tpu-mlir", "ascend", "rknn2", "nnie")
 
