@@ -28,13 +28,26 @@ ORDER = ("bvlc", "opencv", "mnn", "tpu-mlir", "ascend", "rknn2", "nnie")
 
 
 def verdict(violations: list) -> str:
+    """"ok", or per kind of violation (an unsupported type, a field, another rule) its
+    count when several, else the layer for a rule or a field."""
     if not violations:
         return "ok"
-    kinds = Counter()
+    kinds: Counter = Counter()
+    layers: dict[str, str] = {}
     for v in violations:
-        what = v.value if v.rule == "layer type not supported" else v.rule
-        kinds[f"{what} ({v.layer})" if v.rule != "layer type not supported" else what] += 1
-    return "; ".join(f"{k} x{n}" if n > 1 else k for k, n in sorted(kinds.items()))
+        what = v.value if v.rule == "layer type not supported" or v.rule.startswith("field") \
+            else v.rule
+        kinds[what] += 1
+        layers.setdefault(what, v.layer)
+    cells = []
+    for what, n in sorted(kinds.items()):
+        if n > 1:
+            cells.append(f"{what} x{n}")
+        elif what in {v.value for v in violations if v.rule == "layer type not supported"}:
+            cells.append(what)
+        else:
+            cells.append(f"{what} ({layers[what]})")
+    return "; ".join(cells)
 
 
 def rows() -> dict[str, dict[str, str]]:

@@ -187,16 +187,19 @@ def _layer_starts(text: str) -> list[int]:
 
 
 def _dialect_fields(message: Any, schema: Any) -> dict[str, frozenset[str]]:
-    """Per layer name, the dialect-added fields it sets (``param.field`` or ``x_param``)."""
+    """Per layer name, the dialect-added fields it sets (``x_param`` and, for a message
+    only a fork has, each of its fields ``x_param.field``; ``param.field`` added to a
+    BVLC message)."""
     found: dict[str, frozenset[str]] = {}
     for layer in list(message.layer) + list(message.layers):
         used = set()
         for field, value in layer.ListFields():
-            if schema.dialect_of("LayerParameter", field.name):
+            added = bool(schema.dialect_of("LayerParameter", field.name))
+            if added:
                 used.add(field.name)
             if field.name.endswith("_param") and hasattr(value, "ListFields"):
-                for sub, _ in value.ListFields():
-                    if schema.dialect_of(value.DESCRIPTOR.name, sub.name):
+                for sub, _ in value.ListFields():  # all of a fork's own message's fields
+                    if added or schema.dialect_of(value.DESCRIPTOR.name, sub.name):
                         used.add(f"{field.name}.{sub.name}")
         if used:
             found[layer.name] = frozenset(used)

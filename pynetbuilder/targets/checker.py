@@ -141,6 +141,14 @@ def _layer_rules(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
                 yield Violation(*where, "field the target's parser does not know", field,
                                 "fields of the target's caffe.proto", rule.source,
                                 _field_fix(field, name))
+    rule = profile.rule("broken_fields")
+    if rule is not None:
+        used = _fields_set(layer) | facts.fields.get(layer.name, frozenset())
+        for field in rule.value:
+            if field in used:
+                yield Violation(*where, "field the target converts or runs wrongly", field,
+                                "leave it unset", rule.source,
+                                rule.note or f"rewrite the layer without {field}")
     rule = profile.rule("pooling_rounding")
     if rule is not None and layer.type == "Pooling" and layer.bottom:
         yield from _rounding(layer, shapes.get(layer.bottom[0]), rule.value, rule.source, name)
@@ -169,10 +177,16 @@ def _field_fix(field: str, target: str) -> str:
 
 def pooled_sizes(size: int, kernel: int, stride: int, pad: int) -> tuple[int, int]:
     """(Caffe's ceil-rounded size, the floor-rounded size) of one pooled axis."""
-    ceil = -(-(size + 2 * pad - kernel) // stride) + 1
+    ceil = unclipped_ceil(size, kernel, stride, pad)
     if pad and (ceil - 1) * stride >= size + pad:
         ceil -= 1
     return ceil, (size + 2 * pad - kernel) // stride + 1
+
+
+def unclipped_ceil(size: int, kernel: int, stride: int, pad: int) -> int:
+    """The ceil-rounded size of one pooled axis without Caffe's rule that drops a last
+    window starting in the padding (what a ``ceil`` target computes)."""
+    return -(-(size + 2 * pad - kernel) // stride) + 1
 
 
 def _rounding(layer: Any, bottom: tuple[int, ...] | None, rounding: str, source: Source,
@@ -184,25 +198,32 @@ def _rounding(layer: Any, bottom: tuple[int, ...] | None, rounding: str, source:
                            spatial(p, "pad", 0))
     if 0 in kernel or 0 in stride:
         return
-    sizes = [pooled_sizes(s, k, st, pd) for s, k, st, pd in zip(bottom[2:], kernel, stride, pad)]
+    axes = list(zip(bottom[2:], kernel, stride, pad))
+    sizes = [pooled_sizes(*axis) for axis in axes]
     ceil = "x".join(str(c) for c, _ in sizes)
     floor = "x".join(str(f) for _, f in sizes)
-    if ceil == floor:
-        return
     wants_ceil = not (p.HasField("ceil_mode") and not p.ceil_mode)
-    if rounding == "floor" and wants_ceil:
+    unclipped = "x".join(str(unclipped_ceil(*axis)) for axis in axes)
+    if rounding == "floor" and wants_ceil and ceil != floor:
         yield Violation(layer.name, layer.type, "pooling rounding",
                         f"Caffe rounds up to {ceil}; the target floors to {floor}",
                         "a size where ceil and floor agree", source,
                         f"write it with --target {target}: the input is padded explicitly at "
                         "the bottom and right so that flooring gives Caffe's shape (exact for "
                         "MAX pooling of non-negative inputs)")
-    elif rounding == "ceil" and not wants_ceil:
+    elif rounding == "ceil" and not wants_ceil and unclipped != floor:
         yield Violation(layer.name, layer.type, "pooling rounding",
-                        f"ceil_mode: false floors to {floor}; the target rounds up to {ceil}",
-                        "ceil rounding", source,
+                        f"ceil_mode: false floors to {floor}; the target rounds up to "
+                        f"{unclipped}", "ceil rounding", source,
                         "crop the input so that ceil and floor agree, or use the target's "
                         "rounding")
+    elif rounding == "ceil" and wants_ceil and unclipped != ceil:
+        yield Violation(layer.name, layer.type, "pooling rounding",
+                        f"Caffe drops the last window, which would start in the padding, "
+                        f"giving {ceil}; the target keeps it: {unclipped}",
+                        "a last window that starts inside the input", source,
+                        "change pad, kernel or stride (or the input size) so that the last "
+                        "window starts inside the input")
 
 
 def _values(layer: Any, shapes: Mapping[str, tuple[int, ...]], quantity: str

@@ -17,8 +17,9 @@ Keys (all but ``name``, ``title`` and ``sources`` optional)::
     inputs            = {value = ["layer", "shape", "dim"], source = "ops"}  # allowed styles
     v1_layers         = {value = false, source = "ops"}   # the old `layers {}` format
     bn_global_stats   = {value = true, source = "ops"}    # BatchNorm needs use_global_stats
-    pooling_rounding  = {value = "floor", source = "ops"} # ceil | floor | caffe
+    pooling_rounding  = {value = "floor", source = "ops"} # ceil | floor | caffe (below)
     unknown_fields    = {value = ["pooling_param.ceil_mode"], source = "ops"}
+    broken_fields     = {value = ["eltwise_param.coeff"], source = "ops"}  # read, done wrong
     input_channels    = {value = [1, 3], source = "ops"}  # channels of the net's inputs
     [layers]
     supported = ["Convolution", ...]     # or origins = ["bvlc"] (the registry's origin)
@@ -35,6 +36,13 @@ Keys (all but ``name``, ``title`` and ``sources`` optional)::
     [[unverified]]                       # what the documents do not say (listed, not checked)
     what = "Pooling kernel limits"
     source = "ops"
+
+``pooling_rounding``: ``caffe``, the target sizes pooling as Caffe does (ceil unless
+``ceil_mode: false`` / ``round_mode: FLOOR``, the last window dropped when it would
+start in the padding); ``floor``, it always floors; ``ceil``, it always rounds up and
+keeps a last window that starts in the padding (MNN's ``PoolPadType_CAFFE``).
+``broken_fields``: fields the target's parser reads but whose layers it converts or
+runs differently from Caffe (whatever value they are set to).
 
 A file that does not parse, or uses a key or value outside the above, is a
 :class:`ProfileError` naming the file and line.
@@ -73,6 +81,7 @@ ROUNDINGS = ("ceil", "floor", "caffe")
 _FORMAT_KEYS = {
     "deploy_only": bool, "v1_layers": bool, "bn_global_stats": bool,
     "inputs": list, "pooling_rounding": str, "unknown_fields": list, "input_channels": list,
+    "broken_fields": list,
 }
 
 

@@ -16,6 +16,11 @@ deploy form is wanted) and gives the net the target's front end reads:
   ReLU wrote it): every window still holds a real value, and zeros never win.
   Anything else is refused (:class:`~pynetbuilder.errors.NetError`), never
   approximated;
+- for a target that always rounds up and keeps a last window starting in the
+  padding (``ceil``: MNN), a pooling whose Caffe size differs from that is refused;
+- an ``Eltwise`` SUM with ``coeff`` for a target that cannot run it (``broken_fields``
+  names ``eltwise_param.coeff``): each input whose coefficient is not 1 is scaled by
+  a ``Power`` layer (``scale: coeff``, power 1) and the sum has no coefficients;
 - fields the target's parser does not know removed or respelt (``ceil_mode: false``
   is ``round_mode: FLOOR`` for BVLC master; see :func:`target_text`).
 
@@ -33,10 +38,11 @@ from pynetbuilder.errors import NetError
 from pynetbuilder.kinds import Category, kind_of
 from pynetbuilder.kinds.base import spatial
 from pynetbuilder.schema import caffe_pb2, to_text
-from pynetbuilder.targets.checker import pooled_sizes
+from pynetbuilder.targets.checker import pooled_sizes, unclipped_ceil
 from pynetbuilder.targets.profile import Profile, load_profile
 
 EXTEND_SUFFIX = "/extend"  # name of an inserted bottom/right zero-extension layer
+COEFF_SUFFIX = "/coeff"  # name of an inserted Power layer scaling an Eltwise input (+ index)
 _NON_NEGATIVE = {"ReLU6", "Sigmoid", "AbsVal"}  # (ReLU when its negative_slope is 0)
 # layers that keep values non-negative when all their inputs are
 _KEEPS_SIGN = {"Concat", "Split", "Slice", "Dropout", "Flatten", "Reshape", "Crop", "Pooling"}
@@ -84,6 +90,8 @@ def for_target(net: Any, target: str | Profile,
         if new.type == "Pooling":
             for extra in _pooling_for(new, shapes, profile, non_negative):
                 out.layer.append(extra)
+        if new.type == "Eltwise":
+            out.layer.extend(_eltwise_for(new, profile))
         out.layer.append(new)
         positive = (new.type in _NON_NEGATIVE
                     or (new.type == "ReLU" and not new.relu_param.negative_slope)
@@ -131,15 +139,28 @@ def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
     p = layer.pooling_param
     rounding = profile.rule("pooling_rounding")
     unknown = profile.rule("unknown_fields")
+    wants_ceil = not (p.HasField("ceil_mode") and not p.ceil_mode)
     if (unknown is not None and "pooling_param.ceil_mode" in unknown.value
             and (rounding is None or rounding.value != "caffe" or p.ceil_mode)):
         # BVLC master keeps ceil_mode: false as round_mode: FLOOR (target_text)
         p.ClearField("ceil_mode")
-    if rounding is None or rounding.value != "floor" or p.global_pooling:
+    if rounding is None or rounding.value == "caffe" or p.global_pooling:
         return []
     bottom = shapes[layer.bottom[0]]
     kernel, stride, pad = spatial(p, "kernel", 0), spatial(p, "stride", 1), spatial(p, "pad", 0)
-    sizes = [pooled_sizes(s, k, st, pd) for s, k, st, pd in zip(bottom[2:], kernel, stride, pad)]
+    axes = list(zip(bottom[2:], kernel, stride, pad))
+    sizes = [pooled_sizes(*axis) for axis in axes]
+    if rounding.value == "ceil":
+        caffe = [c if wants_ceil else f for c, f in sizes]
+        target = [unclipped_ceil(*axis) for axis in axes]
+        if caffe != target:
+            raise NetError(
+                f"Pooling layer {layer.name!r}: Caffe sizes it "
+                f"{'x'.join(map(str, caffe))} and {profile.name} (which always rounds up and "
+                f"keeps a last window starting in the padding) "
+                f"{'x'.join(map(str, target))}; it cannot be written exactly for "
+                f"{profile.name}: change its padding, kernel or stride")
+        return []
     if all(c == f for c, f in sizes):
         return []
     why = None
@@ -168,6 +189,31 @@ def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
     c.weight_filler.type = "bilinear"
     layer.bottom[0] = extend.top[0]
     return [extend]
+
+
+def _eltwise_for(layer: Any, profile: Profile) -> list[Any]:
+    """Power layers to insert before an Eltwise SUM with coefficients (``layer``'s
+    bottoms redirected to them and its ``coeff`` cleared) when the target mishandles
+    ``eltwise_param.coeff``."""
+    broken = profile.rule("broken_fields")
+    p = layer.eltwise_param
+    if (broken is None or "eltwise_param.coeff" not in broken.value or not p.coeff
+            or p.operation != caffe_pb2.EltwiseParameter.SUM):
+        return []
+    if len(p.coeff) != len(layer.bottom):
+        raise NetError(f"Eltwise layer {layer.name!r}: {len(p.coeff)} coefficients for "
+                       f"{len(layer.bottom)} inputs")
+    scales = []
+    for i, (bottom, coeff) in enumerate(zip(list(layer.bottom), p.coeff)):
+        if coeff == 1:
+            continue
+        name = f"{layer.name}{COEFF_SUFFIX}{i}"
+        scale = caffe_pb2.LayerParameter(name=name, type="Power", bottom=[bottom], top=[name])
+        scale.power_param.scale = coeff
+        layer.bottom[i] = name
+        scales.append(scale)
+    p.ClearField("coeff")
+    return scales
 
 
 def extension_weights(layer: Any) -> Any:
