@@ -10,7 +10,7 @@ import torch
 
 from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis
 
-LOG_FLT_MIN = math.log(1.1754943508222875e-38)  # Caffe clamps probabilities at FLT_MIN
+FLT_MIN = 1.1754943508222875e-38  # Caffe clamps probabilities there
 
 
 def _normalization(layer: Any) -> str:
@@ -31,21 +31,24 @@ class SoftmaxWithLoss(CaffeLayer):
         self.ignore, self.normalization, self.tops = ignore, normalization, tops
 
     def forward(self, x: torch.Tensor, label: torch.Tensor):
-        logp = torch.log_softmax(x, self.axis).reshape(self.outer, self.classes, self.inner)
+        prob = torch.softmax(x, self.axis)
+        shaped = (self.outer, self.classes, self.inner)
         lab = label.reshape(self.outer, 1, self.inner).to(torch.int64)
         valid = None
         if self.ignore is not None:
             valid = lab != self.ignore
             lab = torch.where(valid, lab, torch.zeros_like(lab))
-        picked = logp.gather(1, lab)
-        # value clamped as Caffe's log(max(p, FLT_MIN)); gradient unclamped, as Caffe's
-        picked = picked + (torch.clamp(picked, min=LOG_FLT_MIN) - picked).detach()
+        # the value as Caffe's log(max(prob, FLT_MIN)) of its float softmax; the
+        # gradient that of log_softmax, (prob - onehot), as Caffe's backward
+        value = torch.log(torch.clamp(prob.reshape(shaped).gather(1, lab), min=FLT_MIN))
+        picked = torch.log_softmax(x, self.axis).reshape(shaped).gather(1, lab)
+        picked = picked + (value - picked).detach()
         if valid is not None:
             picked = picked * valid.to(picked.dtype)
         loss = -picked.sum() / self._normalizer(valid, picked)
         if self.tops == 1:
             return loss
-        return loss, torch.softmax(x, self.axis)
+        return loss, prob
 
     def _normalizer(self, valid: torch.Tensor | None, like: torch.Tensor):
         mode = self.normalization
