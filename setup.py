@@ -38,6 +38,7 @@ setup(
         "graphviz>=0.20",
         "jinja2>=3.1",
         "lmdb>=1.4",  # writing Caffe's Data-layer databases
+        "plyvel>=1.5",  # reading LevelDB sources (Data layer, backend: LEVELDB)
         "h5py>=3.10",  # writing HDF5Data files
         "pillow>=10",  # reading and resizing image folders
         "matplotlib>=3.8",  # plotting training logs

@@ -8,25 +8,48 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
-from pynetbuilder.io import write_files
-from pynetbuilder.legos import ClassificationData
-from pynetbuilder.legos.data import BACKENDS
+from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
+
+if TYPE_CHECKING:  # the data settings load only for the commands that build a model
+    from pynetbuilder.legos import ClassificationData
 
 EXIT_USAGE = 2
 
 
+def error_line(prog: str, message: str) -> str:
+    """The one form of every error: ``pynetbuilder: error: [where: ]what``, where
+    ``where`` is the subcommand or script (``analyze``, ``build_resnet.py``)."""
+    where = prog.removeprefix("pynetbuilder").strip()
+    return f"pynetbuilder: error: {where + ': ' if where else ''}{message}"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
+    """argparse that reports a bad flag in one line (no usage dump) and exits 2, and
+    takes no abbreviations (``--dept`` is not ``--depth``: an unknown knob is refused)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the terminal width (importing shutil, a few ms
+        # of every command's start-up) each time an argument is added; os answers too
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError):
+            width = int(os.environ.get("COLUMNS", "0") or 0) or 80
+        return self.formatter_class(prog=self.prog, width=max(width - 2, 11))
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, error_line(self.prog, message) + "\n")
 
 
 def positive_int(text: str) -> int:
@@ -40,48 +63,40 @@ def positive_int(text: str) -> int:
 
 
 def add_data_flags(parser: argparse.ArgumentParser, dataset: str = "imagenet") -> None:
-    """Flags of the train/test data layers, with ``dataset``'s defaults (cifar, imagenet)."""
+    """Flags of the train/test data layers (:data:`pynetbuilder.models.spec.DATA_FLAGS`),
+    unset ones ``dataset``'s defaults (cifar, imagenet); :func:`data_from_args` reads them."""
     from pynetbuilder.models.datasets import default_data
+    from pynetbuilder.models.spec import DATA_FLAGS
 
     d = default_data(dataset)
     g = parser.add_argument_group("data (train/test nets read a Caffe database)")
-    g.add_argument("--train_source", default=d.train_source,
-                   help="training database folder (default: %(default)s)")
-    g.add_argument("--test_source", default=d.test_source,
-                   help="validation database folder (default: %(default)s)")
-    g.add_argument("--backend", default=d.backend, choices=BACKENDS, help="database kind")
-    g.add_argument("--batch_size", type=positive_int, default=d.batch_size,
-                   help="training batch size (default: %(default)s)")
-    g.add_argument("--test_batch_size", type=positive_int, default=d.test_batch_size,
-                   help="test batch size (default: %(default)s)")
-    g.add_argument("--crop_size", type=positive_int, default=d.crop_size,
-                   help="random crop (train) / centre crop (test) size (default: %(default)s)")
-    g.add_argument("--no-mirror", dest="mirror", action="store_false",
-                   help="do not mirror training images at random (default: mirror)")
-    g.add_argument("--mean", default=",".join(f"{v:g}" for v in d.mean_values or ()),
-                   help="per-channel mean values in BGR order, or a mean.binaryproto file "
-                   "(default: %(default)s)")
+    for flag in DATA_FLAGS:
+        if flag.name == "mirror":
+            g.add_argument("--no-mirror", dest="mirror", action="store_const", const="false",
+                           default=None, help="do not mirror training images at random "
+                           "(default: mirror)")
+            continue
+        default = getattr(d, flag.name) if flag.name != "mean" else ",".join(
+            f"{v:g}" for v in d.mean_values or ())
+        g.add_argument(f"--{flag.name}", metavar=flag.metavar, default=None,
+                       help=f"{flag.help} (default: {default})")
 
 
-def data_from_args(args: argparse.Namespace) -> ClassificationData:
-    mean_values: tuple[float, ...] | None = None
-    mean_file = None
-    if args.mean.endswith(".binaryproto"):
-        mean_file = args.mean
-    else:
-        try:
-            mean_values = tuple(float(v) for v in args.mean.split(","))
-        except ValueError:
-            raise UsageError(
-                f"--mean must be comma-separated numbers (e.g. 104,117,123) or a "
-                f".binaryproto file, got {args.mean!r}"
-            ) from None
-    return ClassificationData(
-        args.train_source, args.test_source, batch_size=args.batch_size,
-        test_batch_size=args.test_batch_size, crop_size=args.crop_size,
-        mean_values=mean_values, mean_file=mean_file, backend=args.backend,
-        mirror=getattr(args, "mirror", True),
+def data_from_args(args: argparse.Namespace, dataset: str = "imagenet") -> ClassificationData:
+    """The data lego of :func:`add_data_flags`' flags (checked by the library)."""
+    from pynetbuilder.models.spec import (
+        DATA_FLAGS,
+        DataSettings,
+        classification_data,
+        data_setting,
     )
+
+    given: dict[str, object] = {}
+    for flag in DATA_FLAGS:
+        value = getattr(args, flag.name, None)
+        if value is not None:
+            given.update(data_setting(flag.name, value))
+    return classification_data(DataSettings(**given), dataset)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,16 +107,26 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", action="store_true", help="print the per-layer table")
 
 
-def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
-    """Analyse the deploy net, then write every output at once and print the report."""
-    report = net.report(Phase.DEPLOY)  # raises before anything is written
+def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
+    """Analyse the deploy net, then write every output as one set
+    (:func:`pynetbuilder.io.write_files`) and print the report (to ``out``, default
+    the current ``sys.stdout``).
+
+    Layers the analysis could not size (a type without a shape rule ...) do not stop
+    the writing: the report names them and its totals exclude them."""
+    out = out or sys.stdout
+    report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}
     if args.output_folder:
         folder = Path(args.output_folder)
         files.update({folder / name: text for name, text in prototxt_files(net).items()})
     if args.json:
         files[Path(args.json)] = report.json_text()
-    written = write_files(files)
+    written = []
+    if files:
+        from pynetbuilder.io import write_files
+
+        written = write_files(files)
     for path in written:
         print(f"wrote {path}", file=out)
     if args.table:
@@ -113,6 +138,8 @@ def emit(net: Net, args: argparse.Namespace, out=sys.stdout) -> None:
         f"layers: {t.layers}  (deploy net, input {report.blob_shapes.get('data', '?')})",
         file=out,
     )
+    for line in report.skipped_lines():
+        print(line, file=out)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,
@@ -120,18 +147,25 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     """Run ``main`` turning user errors into one line and exit status 2.
 
     A reader that went away (``pynetbuilder analyze big.prototxt | head``) ends the
-    printing quietly, with status 0.
+    printing quietly, with status 0.  SIGINT and SIGTERM end it with one line and
+    status 130 / 143 (:mod:`pynetbuilder.interrupts`): outputs are written whole or
+    not at all, and child processes are ended.
     """
     try:
-        main(argv)
-        sys.stdout.flush()
+        with signals_as_exceptions():
+            main(argv)
+            sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error
         return 0
+    except (KeyboardInterrupt, Terminated) as exc:
+        kept = getattr(exc, "kept", "") or "outputs not complete were not written"
+        print(f"pynetbuilder: interrupted by {signal.Signals(signal_of(exc)).name}; {kept}",
+              file=sys.stderr)
+        return exit_status(exc)
     except (UsageError, NetError, OSError) as exc:
-        name = prog or Path(sys.argv[0]).name
         if isinstance(exc, OSError) and exc.filename:
             exc = f"cannot write {exc.filename}: {exc.strerror} (nothing was written)"
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        print(error_line(prog or "", str(exc)), file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -11,3 +11,9 @@ class ShapeError(NetError):
 
 class UsageError(ValueError):
     """A knob, flag or argument has a value outside what it accepts."""
+
+
+class SettingError(NetError, TypeError, AttributeError):
+    """A layer setting Caffe's schema refuses: an unknown field, a value of the wrong
+    type or out of the field's range.  Also a ``TypeError``/``AttributeError``, as
+    protobuf's own errors for the same mistakes are."""

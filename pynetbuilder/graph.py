@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from pynetbuilder.errors import NetError, ShapeError
-from pynetbuilder.layers import Shape, UnknownShapeError, apply_rule
-from pynetbuilder.report import Figures, LayerRow, Report
-from pynetbuilder.schema import LayerTemplates, Setting, caffe_pb2, instantiate
+from pynetbuilder.errors import NetError, SettingError
+from pynetbuilder.inference import Figures, Inference
+from pynetbuilder.kinds import Shape
+from pynetbuilder.report import Report
+from pynetbuilder.schema import caffe_pb2, instantiate
+from pynetbuilder.settings import LayerTemplates, Setting
 
 
 class Phase(StrEnum):
@@ -93,7 +94,7 @@ class LayerEntry(NamedTuple):
     def for_phase(self, phase: Phase | None) -> Any:
         """A new ``LayerParameter`` of the layer as it stands in ``phase``."""
         template = self.template if phase is None else self.templates[_index(phase)]
-        return instantiate(template.message(), self.name, self.bottoms, self.tops)
+        return instantiate(template.message, self.name, self.bottoms, self.tops)
 
     @property
     def proto(self) -> Any:
@@ -141,13 +142,11 @@ class Net:
         self._readers: dict[str, str] = {}  # first layer to read a blob since it was written
         self._names: dict[str, int] = {}  # layer name -> phases (mask) it is used in
         self._templates = LayerTemplates()
-        self._by_overrides: dict[tuple[int, int], tuple[Template, ...]] = {}
-        self._kept: list[Any] = []  # read-only overrides remembered by identity
-        # (setting incl. top count, declared shapes, bottom shapes) -> Figures: a rule is
-        # a pure function of these, and nets repeat them (each BatchNorm of a stage)
-        self._costs: dict[tuple[Any, ...], Figures] = {}
-        # per phase (train, test, deploy): [entries inferred, blob shapes, report rows]
-        self._inferred: list[list[Any]] = [[0, {}, []] for _ in _PHASES]
+        # the inference engine's memo, shared by the phases (keys: setting numbers)
+        self._memo: dict[Any, Figures] = {}
+        # per phase (train, test, deploy): the inference so far and how many entries it saw
+        self._inferred = [Inference(memo=self._memo) for _ in _PHASES]
+        self._done = [0] * len(_PHASES)
 
     # ------------------------------------------------------------ scoping
 
@@ -286,11 +285,14 @@ class Net:
                 params = {**defaults, **params}  # params: a fresh dict, the caller's wins
         templates = self._templates
         ntops = len(top_names)
-        base = templates.get(layer_type, params, ntops)
-        if overrides:
-            per_phase = self._phase_templates(base, layer_type, params, overrides, ntops)
-        else:
-            per_phase = (base, base, base)
+        try:
+            base = templates.get(layer_type, params, ntops)
+            if overrides:
+                per_phase = self._phase_templates(base, layer_type, params, overrides, ntops)
+            else:
+                per_phase = (base, base, base)
+        except SettingError as exc:
+            raise SettingError(f"layer {full!r}: {exc}") from None
         declared = None
         if shapes:
             given: list[list[Shape] | None] = [None] * len(_PHASES)
@@ -316,28 +318,12 @@ class Net:
         self, base: Template, layer_type: str, params: Mapping[str, Any],
         overrides: Mapping[Phase, Mapping[str, Any]], ntops: int,
     ) -> tuple[Template, ...]:
-        """The template of each phase for a layer with per-phase ``overrides``.  A
-        read-only ``overrides`` (``MappingProxyType``, as the BatchNorm legos pass) is
-        taken not to change: its answer is remembered by identity (and it is kept)."""
-        read_only = type(overrides) is MappingProxyType
-        if read_only:
-            found = self._by_overrides.get((base.number, id(overrides)))
-            if found is not None:
-                return found
-        derived: dict[int, Template] = {}  # phases often share one override mapping
+        """The template of each phase for a layer with per-phase ``overrides`` (a key
+        there replaces the same key of ``params``)."""
         chosen = [base] * len(_PHASES)
         for key, extra in overrides.items():
-            template = derived.get(id(extra))
-            if template is None:
-                template = derived[id(extra)] = self._templates.derive(
-                    base, layer_type, params, extra, ntops
-                )
-            chosen[_index(key)] = template
-        per_phase = tuple(chosen)
-        if read_only:
-            self._by_overrides[(base.number, id(overrides))] = per_phase
-            self._kept.append(overrides)
-        return per_phase
+            chosen[_index(key)] = self._templates.get(layer_type, {**params, **extra}, ntops)
+        return tuple(chosen)
 
     def phases_of(self, blob: str) -> frozenset[Phase]:
         """The phases in which some layer built so far writes ``blob`` (empty if none)."""
@@ -345,58 +331,40 @@ class Net:
 
     def blob_shape(self, blob: str) -> Shape:
         """Shape of a blob built so far (deploy net first, then test, then train)."""
+        reasons = []
         for phase in (Phase.DEPLOY, Phase.TEST, Phase.TRAIN):
-            try:
-                shapes = self._infer(phase)
-            except UnknownShapeError:
-                continue
-            if blob in shapes:
-                return shapes[blob]
+            run = self._infer(phase)
+            if blob in run.shapes:
+                return run.shapes[blob]
+            if blob in run.unknown:
+                reasons.append(run.unknown[blob])
+        if reasons:
+            raise NetError(f"the shape of blob {blob!r} is unknown: layer {reasons[0]!r} "
+                           "could not be analysed")
         raise NetError(f"the shape of blob {blob!r} is not known yet")
 
-    def _infer(self, phase: Phase) -> dict[str, Shape]:
+    def _infer(self, phase: Phase) -> Inference:
         """Incremental shape inference: only layers added since the last call."""
         index = _INDEX[phase]
-        state = self._inferred[index]
-        done, shapes, rows = state
+        run = self._inferred[index]
         entries = self.entries
+        done = self._done[index]
         if done == len(entries):
-            return shapes
+            return run
         bit = 1 << index
-        costs = self._costs
-        shape_of = shapes.__getitem__
         try:
             for entry in entries[done:]:
                 if entry.mask & bit:
                     setting = entry.templates[index]
                     declared = None if entry.declared is None else entry.declared[index]
-                    names = entry.bottoms
-                    if len(names) == 1 and declared is None:  # most layers
-                        key = (setting.number, None, shapes[names[0]])
-                    else:
-                        key = (setting.number, None if declared is None else tuple(declared),
-                               *map(shape_of, names))
-                    figures = costs.get(key)
-                    if figures is None:
-                        bottoms = list(key[2:])
-                        try:  # the rule reads the nameless template; only errors need the name
-                            found = apply_rule(setting.view, bottoms, declared)
-                        except ShapeError:
-                            apply_rule(entry.for_phase(phase), bottoms, declared)
-                            raise
-                        figures = costs[key] = Figures.of(entry.type, found)
-                    tops, out = entry.tops, figures[0]
-                    if len(tops) == 1 and out:  # most layers
-                        shapes[tops[0]] = out[0]
-                    else:
-                        shapes.update(zip(tops, out))
-                    # LayerRow.from_figures, without a call per layer
-                    rows.append(_new_tuple(LayerRow, (entry.name, entry.type, entry.bottoms,
-                                                      entry.tops, *figures, entry.block)))
+                    # the rule reads the nameless setting; only messages need the name
+                    run.add(entry.name, entry.type, entry.bottoms, entry.tops,
+                            setting.message, setting.number, declared, entry.block,
+                            lambda entry=entry: entry.for_phase(phase))
                 done += 1
         finally:
-            state[0] = done
-        return shapes
+            self._done[index] = done
+        return run
 
     # ------------------------------------------------------------ outputs
 
@@ -442,13 +410,15 @@ class Net:
     def report(self, phase: Phase | str = Phase.DEPLOY) -> Report:
         """Shapes, parameters and MACs of every layer in ``phase``, without Caffe.
 
-        The same rules as :func:`pynetbuilder.report.analyze` on ``to_proto(phase)``,
-        reusing the inference done while the net was built.
+        The same engine as :func:`pynetbuilder.report.analyze` on ``to_proto(phase)``,
+        reusing the inference done while the net was built.  Layers it could not
+        analyse (a type without a rule ...) are in ``skipped``: the net is still
+        written.
         """
         phase = Phase.parse(phase)
-        shapes = self._infer(phase)
-        rows = self._inferred[_INDEX[phase]][2]
-        return Report(name=self.name, phase=phase.value, rows=list(rows), blob_shapes=dict(shapes))
+        run = self._infer(phase)
+        return Report(name=self.name, phase=phase.value, rows=list(run.rows),
+                      blob_shapes=dict(run.shapes), skipped=list(run.skipped))
 
 
 def prototxt_files(net: Net) -> dict[str, str]:

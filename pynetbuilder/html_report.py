@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pynetbuilder import draw
+from pynetbuilder.kinds import Category, types_with
 from pynetbuilder.report import Report
 
 _SVG_START = re.compile(r"<svg\b")
@@ -81,6 +82,8 @@ def render_html(
     for d, label in ((blocks, "blocks"), (layers, "layers")):
         if d is blocks and not has_blocks:
             continue
+        if len(d.nodes) > draw.MAX_NODES:  # Graphviz would take minutes: see draw.diagram
+            continue
         svg = draw.render_diagram(d, "svg", rankdir)
         drawings.append({
             "id": f"drawing-{label}",
@@ -121,8 +124,7 @@ def render_html(
         for i, r in enumerate(report.rows, 1)
     ]
     inputs = [(n.name, draw.shape_text(n.shapes)) for n in layers.nodes
-              if n.type in ("Input", "Data", "ImageData", "HDF5Data", "AnnotatedData",
-                            "MemoryData", "DummyData", "WindowData")]
+              if n.type in types_with(Category.INPUT | Category.DATA)]
     skipped = list(getattr(report, "skipped", ()))
     return _environment().get_template("report.html.j2").render(
         title=title or report.name,

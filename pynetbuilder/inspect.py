@@ -39,25 +39,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import text_format
 
+from pynetbuilder import prototext
 from pynetbuilder.errors import NetError, UsageError
-from pynetbuilder.layers import Shape
+from pynetbuilder.kinds import Shape, kind_of, v1_type
 from pynetbuilder.report import Report, analyze
 from pynetbuilder.schema import caffe_pb2
 
 PHASES = ("deploy", "train", "test")
-# data layers whose top shapes the prototxt does not hold
-DATA_LAYERS = ("Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData")
 
 
-@dataclass
-class Inspected:
+class Inspected(NamedTuple):
     """A net ready to report on.
 
     ``name`` is the argument as given (file path or model spec), ``net`` the
@@ -117,9 +113,10 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
-    if not shape or min(shape) < 1:
+    if not shape or min(shape) < 1 or max(shape) > 2**31 - 1:
         raise UsageError(
-            f"--input-shape takes positive integers N,C,H,W (or C,H,W), got {text!r}"
+            f"--input-shape takes positive integers N,C,H,W (or C,H,W) up to 2147483647 "
+            f"(Caffe's int), got {text!r}"
         )
     return shape
 
@@ -142,7 +139,7 @@ def read_prototxt(path: str | Path) -> Any:
         raise UsageError(f"cannot read {path}: {reason}") from None
     net = caffe_pb2.NetParameter()
     try:
-        text_format.Parse(text, net)
+        prototext.parse(text, net)
     except text_format.ParseError as exc:
         message = str(exc).split(" : ", 1)[-1].replace("pynetbuilder.caffe.", "")
         where = f"line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else ""
@@ -171,7 +168,7 @@ def _load_prototxt(
     inputs, declared, notes = input_shapes(net, input_shape, Path(path).parent)
     report = analyze(
         net, inputs=inputs, declared=declared, blocks=derive_blocks(net),
-        phase=phase, skip_unknown=True,
+        phase=phase,
     )
     if not report.name:
         report.name = Path(path).stem
@@ -237,6 +234,8 @@ def _missing_bottom(net: Any, index: int, blob: str, available: set[str]) -> str
     layer = layers[index]
     later = [k for k in range(index + 1, len(layers)) if blob in layers[k].top]
     if not later:
+        from difflib import get_close_matches
+
         close = get_close_matches(blob, sorted(available), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (f"layer {layer.name!r} reads blob {blob!r}, which no layer produces{hint}")
@@ -335,7 +334,7 @@ def input_shapes(
                 f"Input layer {layer.name!r} declares no shape; give --input-shape N,C,H,W"
             )
     for layer in net.layer:
-        if layer.type in DATA_LAYERS:
+        if kind_of(layer.type).source:  # a data layer: its tops' shapes are not in the text
             shapes, note = _data_shapes(layer, given, folder)
             declared[layer.name] = shapes
             notes.append(note)
@@ -372,10 +371,10 @@ def _data_shapes(
     if layer.type == "HDF5Data":
         return _hdf5_shapes(layer, given, folder)
     t = layer.transform_param
-    p = {"ImageData": layer.image_data_param,
-         "WindowData": layer.window_data_param}.get(layer.type, layer.data_param)
+    entry = kind_of(layer.type)
+    p = getattr(layer, entry.source)
     batch, source = p.batch_size, p.source
-    what = {"ImageData": "image list", "WindowData": "window file"}.get(layer.type, "database")
+    what = {"IMAGE_LIST": "image list", "WINDOW_FILE": "window file"}.get(entry.reads, "database")
     origin = ["batch from batch_size"]
     channels: int | None = None
     h: int | None = None
@@ -430,96 +429,46 @@ def _data_shapes(
     return shapes, note
 
 
-def _resolve(source: str, folder: Path | None) -> Path | None:
-    for base in ([folder] if folder is not None else []) + [Path.cwd()]:
-        candidate = (base / source) if not Path(source).is_absolute() else Path(source)
-        if candidate.exists():
-            return candidate
-    return None
+def _bases(folder: Path | None) -> tuple[Path, ...]:
+    """Where relative data sources are looked up: the prototxt's folder, then the
+    working folder (where Caffe looks)."""
+    return (*([folder] if folder is not None else []), Path.cwd())
+
+
+def _first_record(layer: Any, folder: Path | None) -> Any:
+    """The first record of a data layer's source (:mod:`pynetbuilder.datasource`), or
+    None when there is none or it cannot be read (then the user is asked)."""
+    from pynetbuilder import datasource
+
+    try:
+        kind, source, options = datasource.layer_source(layer)
+        if not source:
+            return None
+        path = datasource.resolve(source, _bases(folder))
+        inner = (path.parent, Path.cwd())  # names inside a list file
+        return datasource.first_record(path, kind, options, bases=inner)
+    except UsageError:
+        return None
 
 
 def _peek_source(layer: Any, source: str, folder: Path | None) -> tuple[int, ...] | None:
     """(C, H, W) of the first record of a data layer's source, or None if unreadable."""
-    path = _resolve(source, folder) if source else None
-    if path is None:
+    if kind_of(layer.type).reads not in ("database", "IMAGE_LIST"):  # records are images
         return None
-    try:
-        if layer.type in ("Data", "AnnotatedData"):
-            if layer.data_param.backend != caffe_pb2.DataParameter.LMDB:
-                return None
-            return _peek_lmdb(path, layer.type == "AnnotatedData")
-        if layer.type == "ImageData":
-            return _peek_image_list(path, layer.image_data_param)
-    except Exception:  # noqa: BLE001 - an unreadable source just means "ask the user"
-        return None
-    return None
-
-
-def _peek_lmdb(path: Path, annotated: bool) -> tuple[int, ...] | None:
-    import lmdb
-
-    env = lmdb.open(str(path), readonly=True, lock=False, subdir=path.is_dir())
-    try:
-        with env.begin() as txn:
-            cursor = txn.cursor()
-            if not cursor.first():
-                return None
-            value = cursor.value()
-    finally:
-        env.close()
-    if annotated:
-        datum = caffe_pb2.AnnotatedDatum.FromString(value).datum
-    else:
-        datum = caffe_pb2.Datum.FromString(value)
-    if datum.encoded:
-        return _image_shape(datum.data, True)
-    return (datum.channels, datum.height, datum.width)
+    first = _first_record(layer, folder)
+    return first.shape if first is not None else None
 
 
 def _annotation_shape(layer: Any, batch: int, folder: Path | None) -> Shape:
     """AnnotatedData's label top at set-up: ``1 x 1 x boxes x 8`` for the boxes of the
     first record (at least 1; unreadable: 1), ``batch x 1 x 1 x 1`` without annotations.
     It grows or shrinks with the boxes of each batch."""
-    boxes = 1
-    path = _resolve(layer.data_param.source, folder) if layer.data_param.source else None
-    if path is not None:
-        try:
-            import lmdb
-
-            env = lmdb.open(str(path), readonly=True, lock=False, subdir=path.is_dir())
-            try:
-                with env.begin() as txn:
-                    cursor = txn.cursor()
-                    value = cursor.value() if cursor.first() else b""
-            finally:
-                env.close()
-            record = caffe_pb2.AnnotatedDatum.FromString(value)
-            if not record.HasField("type"):
-                return (batch, 1, 1, 1)
-            boxes = max(sum(len(g.annotation) for g in record.annotation_group), 1)
-        except Exception:  # noqa: BLE001 - unreadable: the one-box set-up shape
-            boxes = 1
-    return (1, 1, boxes, 8)
-
-
-def _image_shape(data: bytes | Path, color: bool) -> tuple[int, ...]:
-    import io
-
-    from PIL import Image
-
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    with Image.open(source) as image:
-        width, height = image.size
-    return (3 if color else 1, height, width)
-
-
-def _peek_image_list(path: Path, p: Any) -> tuple[int, ...] | None:
-    with path.open(encoding="utf-8") as fh:
-        first = fh.readline().strip()
-    if not first:
-        return None
-    name = first.rsplit(" ", 1)[0]
-    return _image_shape(Path(p.root_folder + name), p.is_color)
+    first = _first_record(layer, folder)
+    if first is None:
+        return (1, 1, 1, 8)
+    if first.boxes is None:
+        return (batch, 1, 1, 1)
+    return (1, 1, max(first.boxes, 1), 8)
 
 
 def _hdf5_shapes(
@@ -527,20 +476,9 @@ def _hdf5_shapes(
 ) -> tuple[list[Shape], str]:
     p = layer.hdf5_data_param
     batch = p.batch_size
-    listing = _resolve(p.source, folder) if p.source else None
-    shapes: list[Shape] | None = None
-    if listing is not None:
-        try:
-            import h5py
-
-            first = listing.read_text(encoding="utf-8").split()[0]
-            h5 = Path(first) if Path(first).is_absolute() else _resolve(first, listing.parent)
-            if h5 is not None:
-                with h5py.File(h5, "r") as f:
-                    shapes = [(batch, *f[top].shape[1:]) for top in layer.top]
-        except Exception:  # noqa: BLE001 - unreadable: fall back to --input-shape
-            shapes = None
-    if shapes is not None:
+    first = _first_record(layer, folder)
+    if first is not None:
+        shapes = [(batch, *first.datasets[top]) for top in layer.top]
         return shapes, f"HDF5Data layer {layer.name!r}: shapes from {p.source}, batch {batch}"
     if given is not None and len(layer.top) == 1:
         shape = (batch, *(given[1:] if len(given) == 4 else given))
@@ -585,8 +523,7 @@ def derive_blocks(net: Any) -> dict[str, str]:
     return blocks
 
 
-@dataclass(frozen=True)
-class BlockTotals:
+class BlockTotals(NamedTuple):
     """The summed figures of one block's layers."""
 
     block: str
@@ -612,22 +549,6 @@ def block_rows(inspected: Inspected) -> list[BlockTotals]:
 # ---------------------------------------------------------------- V1 upgrade
 
 
-# V1LayerParameter.LayerType -> the type name Caffe's UpgradeV1LayerType gives
-_V1_TYPES = {
-    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
-    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
-    "DATA": "Data", "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
-    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU",
-    "SIGMOID": "Sigmoid", "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
-    "SILENCE": "Silence", "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss",
-    "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH", "WINDOW_DATA": "WindowData",
-    "THRESHOLD": "Threshold",
-}
 _V1_COPIED = ("name", "bottom", "top", "include", "exclude", "loss_weight")
 
 
@@ -647,9 +568,10 @@ def _upgrade_v1(net: Any) -> None:
             else:
                 getattr(new, name).extend(value)
         enum_name = type_names.Name(old.type)
-        if enum_name not in _V1_TYPES:
+        new_type = v1_type(enum_name)
+        if new_type is None:
             raise NetError(f"old-format layer {old.name!r} has no type (V1 type {enum_name})")
-        new.type = _V1_TYPES[enum_name]
+        new.type = new_type
         for field, value in old.ListFields():
             if field.name.endswith("_param") and field.name in layer_fields:
                 getattr(new, field.name).CopyFrom(value)
@@ -668,45 +590,18 @@ def _upgrade_v1(net: Any) -> None:
 # ---------------------------------------------------------------- registry models
 
 
-def split_model_spec(spec: str) -> tuple[str, list[str]]:
-    """``NAME:KNOB=VALUE:...`` -> (NAME, knob flag words); list items separated by commas."""
-    name, *pairs = spec.split(":")
-    words: list[str] = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise UsageError(
-                f"{spec!r}: each knob after the model name is KNOB=VALUE (list items "
-                f"separated by commas), got {pair!r}"
-            )
-        words.append(f"--{key}")
-        words.extend(value.split(","))
-    return name, words
-
-
 def _load_model(
     spec: str, knobs: Sequence[str], phase: str, input_shape: tuple[int, ...] | None
 ) -> Inspected:
-    from pynetbuilder.cli import data_from_args
-    from pynetbuilder.commands.build import family_parser, knob_values
     from pynetbuilder.models import FAMILIES
+    from pynetbuilder.models.spec import build_model, model_name, parse_model_spec
 
-    name, words = split_model_spec(spec)
-    if name not in FAMILIES.names():
+    if model_name(spec) not in FAMILIES.names():
         raise UsageError(
             f"{spec!r} is neither a prototxt file nor a model; known models: "
             + ", ".join(FAMILIES.names())
         )
-    family = FAMILIES[name]
-    parser = family_parser(family, f"pynetbuilder {family.name}")
-    args, unknown = parser.parse_known_args([*words, *knobs])
-    if unknown or args.output_folder or args.json or args.table:
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0] if unknown else "-o")
-        raise UsageError(
-            f"{family.name} has no knob {flag!r}; its knobs: "
-            + ", ".join(f"--{k}" for k in family.knobs)
-        )
-    built = family.build(data=data_from_args(args), **knob_values(family, args))
+    built = build_model(parse_model_spec([spec, *knobs]))
     proto = built.to_proto(phase)
     if input_shape is None:
         report = built.report(phase)

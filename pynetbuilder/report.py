@@ -23,116 +23,17 @@ Conventions (also in README.md):
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from pynetbuilder.errors import NetError, ShapeError
-from pynetbuilder.layers import (
-    LayerCost,
-    ParamBlob,
-    Shape,
-    UnknownShapeError,
-    apply_rule,
-)
+from pynetbuilder.inference import Figures, Inference, LayerRow, SkippedLayer, setting_key
+from pynetbuilder.kinds import Shape
 
-_new_tuple = tuple.__new__  # a NamedTuple from a complete tuple, skipping its __new__
+__all__ = ["Figures", "LayerRow", "SkippedLayer", "Totals", "Report", "header_inputs", "analyze"]
 
 
-class Figures(NamedTuple):
-    """What a layer's rule says and the counts that follow from it (see the conventions)."""
-
-    shapes: tuple[Shape, ...]  # of the tops
-    blobs: tuple[ParamBlob, ...]
-    macs: int
-    params: int
-    activations: int
-    legacy_params: int
-    legacy_flops: int
-
-    @classmethod
-    def of(cls, layer_type: str, cost: LayerCost) -> Figures:
-        blobs = tuple(cost.blobs)
-        shapes = tuple(cost.tops)
-        params = first = 0
-        for i, blob in enumerate(blobs):
-            size = blob.size
-            if blob.learnable:
-                params += size
-            if not i:
-                first = size
-        flops = first * math.prod(shapes[0][2:]) if layer_type == "Convolution" else first
-        return _new_tuple(cls, (shapes, blobs, cost.macs, params, sum(map(math.prod, shapes)),
-                                first, flops))
-
-
-class LayerRow(NamedTuple):
-    """One analysed layer: where it sits in the net and its :class:`Figures`."""
-
-    name: str
-    type: str
-    bottoms: tuple[str, ...]
-    tops: tuple[str, ...]
-    shapes: tuple[Shape, ...]
-    blobs: tuple[ParamBlob, ...]
-    macs: int
-    params: int
-    activations: int
-    legacy_params: int
-    legacy_flops: int
-    block: str = ""
-
-    @classmethod
-    def from_figures(cls, name: str, layer_type: str, bottoms: tuple[str, ...],
-                     tops: tuple[str, ...], figures: Figures, block: str = "") -> LayerRow:
-        return _new_tuple(cls, (name, layer_type, bottoms, tops, *figures, block))
-
-    @classmethod
-    def of(cls, layer: Any, cost: LayerCost, block: str = "") -> LayerRow:
-        """The row of a ``LayerParameter`` whose rule gave ``cost``."""
-        return cls.from_figures(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
-                                Figures.of(layer.type, cost), block)
-
-    @property
-    def inplace(self) -> bool:
-        return bool(self.tops) and self.tops == self.bottoms[: len(self.tops)]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "block": self.block,
-            "bottoms": list(self.bottoms),
-            "tops": list(self.tops),
-            "output_shapes": [list(s) for s in self.shapes],
-            "param_blobs": [
-                {"shape": list(b.shape), "learnable": b.learnable} for b in self.blobs
-            ],
-            "params": self.params,
-            "macs": self.macs,
-            "activations": self.activations,
-            "legacy_params": self.legacy_params,
-            "legacy_flops": self.legacy_flops,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedLayer:
-    """A layer the analysis could not size, and why (its tops' shapes are unknown)."""
-
-    name: str
-    type: str
-    reason: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "type": self.type, "reason": self.reason}
-
-
-@dataclass
-class Totals:
+class Totals(NamedTuple):
     params: int
     macs: int
     activations: int
@@ -141,15 +42,28 @@ class Totals:
     legacy_flops: int
 
 
-@dataclass
 class Report:
-    name: str
-    phase: str
-    rows: list[LayerRow]
-    blob_shapes: dict[str, Shape] = field(default_factory=dict)
-    # layers not analysed (no shape rule, or an input of unknown shape): not in rows,
-    # so the totals exclude them
-    skipped: list[SkippedLayer] = field(default_factory=list)
+    """The analysis of one net in one phase: a row per analysed layer, every blob's
+    shape, and the layers not analysed (no shape rule, or an input of unknown shape:
+    not in ``rows``, so the totals exclude them)."""
+
+    __slots__ = ("name", "phase", "rows", "blob_shapes", "skipped")
+
+    def __init__(self, name: str, phase: str, rows: list[LayerRow],
+                 blob_shapes: dict[str, Shape] | None = None,
+                 skipped: list[SkippedLayer] | None = None) -> None:
+        self.name = name
+        self.phase = phase
+        self.rows = rows
+        self.blob_shapes = {} if blob_shapes is None else blob_shapes
+        self.skipped = [] if skipped is None else skipped
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Report) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Report({self.name!r}, {self.phase!r}, {len(self.rows)} rows)"
 
     @property
     def totals(self) -> Totals:
@@ -174,7 +88,7 @@ class Report:
         return {
             "net": self.name,
             "phase": self.phase,
-            **asdict(self.totals),
+            **self.totals._asdict(),
             **skipped,
             "conventions": {
                 "params": "learnable parameter blobs (all but BatchNorm statistics)",
@@ -188,6 +102,8 @@ class Report:
         }
 
     def json_text(self) -> str:
+        import json
+
         return json.dumps(self.to_json(), indent=1) + "\n"
 
     def table(self) -> str:
@@ -250,66 +166,21 @@ def analyze(
     declared: Mapping[str, Sequence[Shape]] | None = None,
     blocks: Mapping[str, str] | None = None,
     phase: str = "",
-    skip_unknown: bool = False,
 ) -> Report:
     """Infer every blob shape and count every layer of a ``NetParameter``.
 
     ``inputs`` gives shapes of blobs no layer produces (besides the prototxt's
     own ``input:`` header), ``declared`` the top shapes of layers whose shape the
-    prototxt does not hold (data layers), keyed by layer name.
-
-    With ``skip_unknown``, a layer whose shapes cannot be inferred (a type without a
-    rule, a Python layer, a rule that cannot read its input) does not stop the
-    analysis: it goes to ``report.skipped`` with the reason, its tops' shapes stay
-    unknown and so does every layer reading them.  A ``ShapeError`` (a net Caffe
-    would refuse: inputs that do not fit) is raised either way.
+    prototxt does not hold (data layers), keyed by layer name.  A layer whose shapes
+    cannot be inferred goes to ``report.skipped`` with the reason (see
+    :mod:`pynetbuilder.inference`); a net Caffe would refuse raises ``ShapeError``.
     """
-    blob_shapes: dict[str, Shape] = {**header_inputs(net), **dict(inputs or {})}
-    rows = []
-    skipped: list[SkippedLayer] = []
-    unknown: dict[str, str] = {}  # blob of unknown shape -> layer that wrote it
+    run = Inference({**header_inputs(net), **dict(inputs or {})})
+    declared = declared or {}
+    blocks = blocks or {}
     for layer in net.layer:
-        lost = [b for b in layer.bottom if b in unknown]
-        if lost:
-            reason = (f"input blob {lost[0]!r} has an unknown shape (from layer "
-                      f"{unknown[lost[0]]!r})")
-            skipped.append(SkippedLayer(layer.name, layer.type, reason))
-            unknown.update((t, unknown[lost[0]]) for t in layer.top)
-            continue
-        for b in layer.bottom:
-            if b not in blob_shapes:
-                raise NetError(
-                    f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces"
-                )
-        bottoms = [blob_shapes[b] for b in layer.bottom]
-        try:
-            cost = apply_rule(layer, bottoms, (declared or {}).get(layer.name))
-        except UnknownShapeError as exc:
-            if not skip_unknown:
-                raise
-            reason = str(exc)
-            if layer.type == "Python":
-                p = layer.python_param
-                reason = (f"Python layer {p.module}.{p.layer}: its output shapes are set by "
-                          "its own code, which analysis does not run")
-        except ShapeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a rule that cannot read this input
-            if not skip_unknown:
-                raise
-            reason = f"cannot infer its output shape from inputs {bottoms}: {exc}"
-        else:
-            for top, shape in zip(layer.top, cost.tops):
-                blob_shapes[top] = shape
-            rows.append(LayerRow.of(layer, cost, (blocks or {}).get(layer.name, "")))
-            continue
-        for prefix in (f"{layer.type} layer {layer.name!r}: ", f"layer {layer.name!r}: "):
-            reason = reason.removeprefix(prefix)
-        if layer.top:
-            reason += f" (so the shape of {', '.join(map(repr, layer.top))} is unknown)"
-        skipped.append(SkippedLayer(layer.name, layer.type, reason))
-        for top in layer.top:
-            blob_shapes.pop(top, None)  # an in-place layer leaves its blob unknown too
-            unknown[top] = layer.name
-    return Report(name=net.name, phase=phase, rows=rows, blob_shapes=blob_shapes,
-                  skipped=skipped)
+        name = layer.name
+        run.add(name, layer.type, tuple(layer.bottom), tuple(layer.top), layer,
+                setting_key(layer), declared.get(name), blocks.get(name, ""))
+    return Report(name=net.name, phase=phase, rows=run.rows, blob_shapes=run.shapes,
+                  skipped=run.skipped)

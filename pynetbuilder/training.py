@@ -15,20 +15,20 @@ Conventions:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pynetbuilder.caffelog import LogTable, Record, parse_line, parse_log
 from pynetbuilder.errors import NetError, UsageError
+from pynetbuilder.kinds import kind_of
 from pynetbuilder.schema import caffe_pb2
 
 TOOL_ENV = "PYNETBUILDER_CAFFE"
@@ -150,25 +150,21 @@ class DataSource:
     backend: str = "LMDB"
 
 
-_DATA_TYPES = {"Data": "data_param", "HDF5Data": "hdf5_data_param",
-               "ImageData": "image_data_param"}
-
-
 def data_sources(net: Any) -> dict[str, DataSource]:
-    """The first data layer (Data, HDF5Data, ImageData) of each phase of a
-    ``NetParameter`` holding TRAIN and TEST layers (``include { phase }`` rules; a
-    layer without rules serves both)."""
+    """The first data layer reading a source (a kind with a ``source`` field: Data,
+    HDF5Data, ImageData ...) of each phase of a ``NetParameter`` holding TRAIN and TEST
+    layers (``include { phase }`` rules; a layer without rules serves both)."""
     found: dict[str, DataSource] = {}
     for layer in net.layer:
-        field_name = _DATA_TYPES.get(layer.type)
-        if field_name is None:
+        field_name = kind_of(layer.type).source
+        if not field_name:
             continue
         params = getattr(layer, field_name)
         phases = {rule.phase for rule in layer.include if rule.HasField("phase")}
         for phase, number in (("train", caffe_pb2.TRAIN), ("test", caffe_pb2.TEST)):
             if phase not in found and (not phases or number in phases):
                 backend = (caffe_pb2.DataParameter.DB.Name(params.backend)
-                           if layer.type == "Data" else "")
+                           if field_name == "data_param" else "")
                 found[phase] = DataSource(phase, layer.name, layer.type, params.source,
                                           params.batch_size, backend)
     return found
@@ -179,61 +175,21 @@ def _resolve(path: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def count_images(src: DataSource, base: Path) -> int | None:
-    """Images in a data layer's source (relative paths from ``base``): LMDB entries,
-    HDF5 rows, ImageData list lines; None where it cannot be counted (LevelDB).
-    UsageError when the source is missing or unreadable."""
+def count_images(src: DataSource, base: Path) -> int:
+    """Images in a data layer's source (relative paths from ``base``, where Caffe runs),
+    counted by :mod:`pynetbuilder.datasource` as Caffe reads them.  UsageError when
+    the source is missing or unreadable."""
+    from pynetbuilder import datasource
+
     path = _resolve(src.source, base)
     what = f"the {src.phase} data source {src.source!r} (layer {src.layer})"
     if not path.exists():
         raise UsageError(f"{what} does not exist")
-    if src.type == "Data":
-        if src.backend != "LMDB":
-            return None
-        with _lmdb(path, what) as env:
-            return int(env.stat()["entries"])
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if src.type == "ImageData":
-        return len(lines)
-    import h5py  # HDF5Data: the source lists .h5 files, each holding N rows per top
-
-    total = 0
-    for name in lines:
-        h5 = _resolve(name, base)
-        try:
-            with h5py.File(h5, "r") as fh:
-                first = next(iter(fh.values()))
-                total += int(first.shape[0])
-        except (OSError, StopIteration) as exc:
-            raise UsageError(f"{what} lists {name}, which is not a readable HDF5 file "
-                             f"({exc})") from None
-    return total
-
-
-@contextlib.contextmanager
-def _lmdb(path: Path, what: str) -> Iterator[Any]:
-    """An LMDB opened read-only without a lock file (nothing is written next to it);
-    UsageError naming ``what`` when it is not one."""
-    import lmdb
-
+    kind = datasource.kind_of(src.type, src.backend or "LMDB")
     try:
-        env = lmdb.open(str(path), readonly=True, lock=False, subdir=path.is_dir())
-    except lmdb.Error as exc:
-        raise UsageError(f"{what} is not a readable LMDB: {exc}") from None
-    try:
-        yield env
-    finally:
-        env.close()
-
-
-def lmdb_image_shape(path: str | Path) -> tuple[int, int, int] | None:
-    """(channels, height, width) of the first Datum of an LMDB, None if it is empty."""
-    with _lmdb(Path(path), f"the data source {path}") as env, env.begin() as txn:
-        cursor = txn.cursor()
-        if not cursor.first():
-            return None
-        datum = caffe_pb2.Datum.FromString(cursor.value())
-        return datum.channels, datum.height, datum.width
+        return datasource.count(path, kind, bases=(base,))
+    except UsageError as exc:
+        raise UsageError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True)

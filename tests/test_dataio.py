@@ -465,7 +465,7 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, expect
     out = tmp_path / "out"
     code, stdout, err = run_data(*(a.format(tmp=tmp_path) for a in args), "-o", out)
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("pynetbuilder data: error: "
+    assert err.count("\n") == 1 and err.startswith("pynetbuilder: error: data: "
                                                    if "tfrecord" in args else
                                                    "pynetbuilder: error: "), err
     assert expected in err

@@ -15,8 +15,10 @@ from google.protobuf import text_format
 
 from pynetbuilder import Net
 from pynetbuilder.graph import ALL_PHASES
+from pynetbuilder.kinds import param_field
 from pynetbuilder.legos import ConvBNReLU, InnerProduct, Input, Pool, SoftmaxWithLoss
-from pynetbuilder.schema import assign, caffe_pb2, layer_parameter, param_field, to_text
+from pynetbuilder.schema import assign, caffe_pb2, to_text
+from pynetbuilder.settings import layer_parameter
 
 sys.path.insert(0, str(ROOT / "tools"))
 import caffe_setup  # noqa: E402

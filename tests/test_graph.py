@@ -106,10 +106,10 @@ def test_layer_legos_take_phases_ntop_and_inplace_among_their_arguments():
     assert net.report().blob_shapes["p"] == (1, 4, 4, 4)
 
 
-def test_read_only_parameters_are_remembered_by_identity_and_kept():
-    """A MappingProxyType is looked up by identity: two proxies with different
-    contents give different settings, even when the first one is no longer referenced
-    by the caller (the net keeps it, so its id is not reused)."""
+def test_read_only_parameters_are_read_as_values():
+    """Read-only mappings (MappingProxyType, as the hybrid legos pass) are settings like
+    any other: two proxies with different contents give different settings, even when
+    the first one is no longer referenced by the caller."""
     from types import MappingProxyType
 
     net = small()
@@ -121,7 +121,7 @@ def test_read_only_parameters_are_remembered_by_identity_and_kept():
               for layer in net.to_proto("deploy").layer if layer.type == "ReLU"}
     assert slopes["a"] == 0.5
     assert slopes == {"a": 0.5, **{f"b{i}": pytest.approx(0.01 * i) for i in range(50)}}
-    # BatchNorm's per-phase overrides, remembered by identity too, still differ per phase
+    # BatchNorm's per-phase overrides (read-only mappings too) differ per phase
     from pynetbuilder.graph import ALL_PHASES
     from pynetbuilder.legos import ConvBN
 

@@ -222,5 +222,6 @@ def test_apps_build_the_family(tmp_path, script, args, line):
 def test_vgg_app_refuses_another_depth(tmp_path):
     done = run(str(VENV_PY), str(APPS / "build_vgg.py"), "18", "-o", "out", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr == "build_vgg.py: error: the depth word accepts 16 or 19, got '18'\n"
+    assert done.stderr == (
+        "pynetbuilder: error: build_vgg.py: the depth word accepts 16 or 19, got '18'\n")
     assert list(tmp_path.iterdir()) == []

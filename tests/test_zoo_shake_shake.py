@@ -44,10 +44,11 @@ from conftest import CAFFE_TOOL, ROOT, VENV_PY, caffe_net, check_in_caffe, small
 from pynetbuilder import Net, models
 from pynetbuilder.errors import ShapeError, UsageError
 from pynetbuilder.graph import ALL_PHASES, prototxt_files
-from pynetbuilder.layers import UnknownShapeError, apply_rule
+from pynetbuilder.kinds import UnknownShapeError, apply_rule
 from pynetbuilder.legos import Input
 from pynetbuilder.legos.shake import PYTHON_LAYER, PYTHON_MODULE, ShakeShake, ShakeShakeShortcut
-from pynetbuilder.schema import caffe_pb2, layer_parameter, to_text
+from pynetbuilder.schema import caffe_pb2, to_text
+from pynetbuilder.settings import layer_parameter
 
 FAMILY = "shake_shake"
 

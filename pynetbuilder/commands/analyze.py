@@ -1,7 +1,8 @@
 """``pynetbuilder analyze NET [--input-shape N,C,H,W] [--phase P] [--json FILE] [--table]``.
 
-``NET`` is a prototxt file or a registry model (``resnet --depth 110`` or
-``resnet:depth=110``; see :mod:`pynetbuilder.inspect`).  Prints the per-layer table
+``NET`` is a prototxt file or a registry model (``resnet --depth 110``,
+``resnet:depth=110``, ``resnet_imagenet@ResNet-50``; see
+:mod:`pynetbuilder.models.spec`).  Prints the per-layer table
 (shapes, learnable params, MACs, activations) and the totals; with ``--json FILE``
 the per-layer report goes to the file and the screen shows the totals (add
 ``--table`` for the table too).  ``--by-block`` adds the totals of each block.
@@ -9,7 +10,6 @@ the per-layer report goes to the file and the screen shows the totals (add
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +18,6 @@ from typing import TextIO
 from pynetbuilder.cli import Parser
 from pynetbuilder.errors import UsageError
 from pynetbuilder.inspect import PHASES, Inspected, block_rows, load, parse_input_shape
-from pynetbuilder.io import write_files
 
 
 def parser(prog: str = "pynetbuilder analyze") -> Parser:
@@ -30,8 +29,9 @@ def parser(prog: str = "pynetbuilder analyze") -> Parser:
         description="Per-layer shapes, learnable params and MACs of a Caffe prototxt or a "
         "registry model, computed without Caffe.",
         epilog="NET: a .prototxt file, or a model name with knob flags (resnet --depth 110) "
-        "or knobs in one word (resnet:depth=110, lists as 3,4,6,3); `pynetbuilder list` "
-        "shows the models and their knobs.",
+        "or knobs in one word (resnet:depth=110, lists as 3,4,6,3), or a named "
+        "configuration (resnet_imagenet@ResNet-50, or --config ResNet-50); `pynetbuilder "
+        "list` shows the models, their knobs and configurations.",
     )
     add_net_flags(p)
     p.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
@@ -67,6 +67,8 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
     net_arg, knobs = split_net_and_knobs(rest, p.prog)
     inspected = load(net_arg, knobs, phase=args.phase, input_shape=args.input_shape)
     if args.json:
+        from pynetbuilder.io import write_files
+
         write_files({Path(args.json): json_text(inspected)})
         print(f"wrote {args.json}", file=out)
     print_report(inspected, out, table=args.table or not args.json, by_block=args.by_block)
@@ -86,6 +88,8 @@ def json_text(inspected: Inspected) -> str:
     data = inspected.report.to_json()
     data["source"] = inspected.name
     data["input_notes"] = list(inspected.notes)
+    import json
+
     return json.dumps(data, indent=1) + "\n"
 
 

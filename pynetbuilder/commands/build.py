@@ -1,6 +1,8 @@
-"""``pynetbuilder build NAME [--KNOB VALUE ...] [-o DIR] [--json FILE]`` and ``pynetbuilder list``.
+"""``pynetbuilder build NET [-o DIR] [--json FILE] [--table]`` and ``pynetbuilder list``.
 
-Knob flags come from the family's function signature: ``--depth 110``,
+NET is a model spec (:mod:`pynetbuilder.models.spec`): ``resnet --depth 110``,
+``resnet:depth=110``, ``resnet_imagenet@ResNet-50`` or ``resnet_imagenet --config
+ResNet-50``.  Knob flags come from the family's function signature: ``--depth 110``,
 ``--n_layers 2 2 3 3 3`` for a list, ``--use_bn`` / ``--no-use_bn`` (or
 ``--use_bn false``) for a switch.  The data flags of the train/test nets have the
 family's dataset defaults (CIFAR 32x32 or ImageNet 224x224).
@@ -12,80 +14,61 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pynetbuilder.cli import Parser, add_data_flags, add_output_flags, data_from_args, emit
+from pynetbuilder.cli import Parser, add_output_flags, emit
 from pynetbuilder.errors import UsageError
 from pynetbuilder.models import FAMILIES, Family
-from pynetbuilder.models.registry import Knob
+from pynetbuilder.models.spec import (
+    ModelSpec,
+    UnknownFlagError,
+    build_model,
+    flags_help,
+    model_name,
+    parse_model_spec,
+)
+
+USAGE = "usage: pynetbuilder build NET [--KNOB VALUE ...] [-o DIR] [--json FILE] [--table]"
 
 
-def _add_knob(group: argparse._ArgumentGroup, knob: Knob) -> None:
-    flag = f"--{knob.name}"
-    default = knob.default
-    if knob.is_list:
-        shown = " ".join(map(str, default))
-        group.add_argument(flag, nargs="+", metavar="N", default=None,
-                           help=f"{knob.describe()} (default: {shown})")
-    elif knob.element is bool and knob.choices is None:
-        group.add_argument(flag, nargs="?", const="true", default=None, metavar="true|false",
-                           help=f"switch (default: {'on' if default else 'off'})")
-        group.add_argument(f"--no-{knob.name}", dest=knob.name, action="store_const",
-                           const="false", help=argparse.SUPPRESS)
-    else:
-        group.add_argument(flag, default=None, metavar="VALUE",
-                           help=f"{knob.describe()} (default: {default})")
+def model_parser(family: Family, prog: str, description: str | None = None) -> Parser:
+    """A command's parser for a model: its own flags are added by the caller; ``--help``
+    ends with the family's knobs and data flags (parsed by the library)."""
+    return Parser(prog=prog, description=description or family.summary,
+                  usage=f"{prog} [--KNOB VALUE ...] [--config NAME] [options]",
+                  epilog=flags_help(family), formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def family_parser(family: Family, prog: str) -> Parser:
-    p = Parser(prog=prog, description=family.summary)
-    group = p.add_argument_group(f"{family.name} knobs")
-    for knob in family.knobs.values():
-        _add_knob(group, knob)
-    add_data_flags(p, family.dataset)
-    add_output_flags(p)
-    return p
-
-
-def knob_values(family: Family, args: argparse.Namespace) -> dict[str, object]:
-    """The knobs given on the command line, converted to their types."""
-    values: dict[str, object] = {}
-    for knob in family.knobs.values():
-        given = getattr(args, knob.name)
-        if given is None:
-            continue
-        try:
-            if knob.is_list:
-                values[knob.name] = tuple(knob.parse(v) for v in given)
-            else:
-                values[knob.name] = knob.parse(given)
-        except UsageError as exc:
-            raise UsageError(f"{family.name}: {exc}") from None
-    return values
+def parse_model(words: Sequence[str], parser: Parser, extra: str = ""
+                ) -> tuple[ModelSpec, argparse.Namespace]:
+    """Split ``words`` (NET first) into the command's flags (``parser``) and the model
+    spec (the library's); an unknown flag names both kinds (``extra``: more to say)."""
+    args, rest = parser.parse_known_args(list(words[1:]))
+    try:
+        spec = parse_model_spec([words[0], *rest])
+    except UnknownFlagError as exc:
+        raise UsageError(exc.message("knob or flag") + extra) from None
+    return spec, args
 
 
 def main(argv: Sequence[str], *, family_name: str | None = None, prog: str | None = None) -> None:
-    """``pynetbuilder build NAME ...`` (``family_name`` fixes NAME for a thin app script)."""
+    """``pynetbuilder build NET ...`` (``family_name`` fixes NET for a thin app script)."""
     argv = list(argv)
     if family_name is None:
         if not argv or argv[0].startswith("-"):
             if argv and argv[0] in ("-h", "--help"):
-                print("usage: pynetbuilder build NAME [--KNOB VALUE ...] [-o DIR] [--json FILE]"
-                      "\n\nmodels: " + ", ".join(FAMILIES.names()))
+                print(USAGE + "\n\nNET: a model (resnet --depth 110, resnet:depth=110, "
+                      "resnet_imagenet@ResNet-50)\nmodels: " + ", ".join(FAMILIES.names()))
                 return
             raise UsageError(
                 "build needs a model name first; known models: " + ", ".join(FAMILIES.names())
             )
-        family_name, argv = argv[0], argv[1:]
-    family = FAMILIES[family_name]
-    parser = family_parser(family, prog or f"pynetbuilder build {family.name}")
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        raise UsageError(
-            f"{family.name} has no knob or flag {flag!r}; its knobs: "
-            + ", ".join(f"--{k}" for k in family.knobs)
-        )
-    net = family.build(data=data_from_args(args), **knob_values(family, args))
-    emit(net, args)
+        words = argv
+    else:
+        words = [family_name, *argv]
+    family = FAMILIES[model_name(words[0])]
+    parser = model_parser(family, prog or f"pynetbuilder build {family.name}")
+    add_output_flags(parser)
+    spec, args = parse_model(words, parser)
+    emit(build_model(spec), args)
 
 
 def app(family_name: str, prog: str) -> int:
@@ -111,4 +94,4 @@ def list_main(argv: Sequence[str]) -> None:
                 f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
                 for k, v in knobs.items()
             )
-            print(f"    reference {label}: {flags}")
+            print(f"    reference {label}: {flags}  ({family.name}@{label})")

@@ -1,8 +1,9 @@
 """``pynetbuilder compare A B [C ...] [--by block|stage] [--all] [--json FILE]``.
 
 Each NET is a prototxt file or a registry model in one word,
-``NAME[:KNOB=VALUE ...]`` with list items separated by commas
-(``resnet_imagenet:num_output_stage1=256:blocks=3,4,23,3``).  Prints the totals side
+``NAME[@CONFIG][:KNOB=VALUE ...]`` with list items separated by commas
+(``resnet_imagenet:num_output_stage1=256:blocks=3,4,23,3``,
+``resnet_imagenet@ResNet-50``).  Prints the totals side
 by side (params, MACs, activations, layers) with each net's difference from the
 first, then the blocks (or stages) whose params or MACs differ.
 
@@ -42,8 +43,9 @@ def parser(prog: str = "pynetbuilder compare") -> Parser:
         allow_abbrev=False,
         description="Compare the totals of several nets side by side, and the blocks "
         "where they differ.",
-        epilog="NET: a .prototxt file or a model in one word, NAME[:KNOB=VALUE ...], list "
-        "items separated by commas (resnet_imagenet:blocks=3,4,23,3).",
+        epilog="NET: a .prototxt file or a model in one word, NAME[@CONFIG][:KNOB=VALUE ...], "
+        "list items separated by commas (resnet_imagenet:blocks=3,4,23,3, "
+        "resnet_imagenet@ResNet-50).",
     )
     p.add_argument("nets", nargs="+", metavar="NET", help="two or more nets")
     add_net_flags(p)

@@ -10,13 +10,14 @@ lmdb``, Data layer) or ``train.h5`` + ``train.txt`` and ``test.h5`` + ``test.txt
 (``--format hdf5``, HDF5Data: ``source`` is the ``.txt``), ``labels.txt`` (class
 names in label order), with ``--mean binaryproto`` the train part's
 ``mean.binaryproto``; the train part's per-channel means are printed.  Every
-target is checked before anything is read; a failure removes what this run wrote.
+target is checked before anything is read; the outputs are one set
+(:class:`pynetbuilder.io.OutputSet`): they appear together when all are complete,
+replacing old ones (``--overwrite``) only then; a failure leaves the old ones as they were.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,8 +37,8 @@ from pynetbuilder.dataio import (
     write_lmdb,
     write_mean_binaryproto,
 )
-from pynetbuilder.dataio.atomic import check_target, remove, write_bytes
 from pynetbuilder.dataio.hdf5 import list_path
+from pynetbuilder.io import OutputSet, check_target
 
 FORMATS = ("lmdb", "hdf5")
 MEANS = ("values", "binaryproto", "none")
@@ -155,7 +156,7 @@ def main(argv: Sequence[str]) -> None:
     targets = _targets(out, args)
     for paths in targets.values():
         for path in paths:
-            check_target(path, args.overwrite)
+            check_target(path, args.overwrite, DataError)
 
     images, labels, names = _load(args, size)
     as_labels(labels, len(images), len(names))
@@ -163,33 +164,25 @@ def main(argv: Sequence[str]) -> None:
     parts = {"train": train, "test": test} if args.test_fraction > 0 else {"train": train}
     scale = args.scale if args.scale is not None else 1.0
 
-    created_out = not out.exists()
     written: list[Path] = []
-    try:
+    stored = images[train] if scale == 1 else images[train].astype(np.float32) * scale
+    with OutputSet(overwrite=args.overwrite, error=DataError) as outputs:
         for part, index in parts.items():
             target = targets[part][0]
             if args.format == "lmdb":
                 write_lmdb(target, images[index], labels[index], progress=args.progress,
-                           overwrite=args.overwrite, num_classes=len(names))
+                           overwrite=args.overwrite, num_classes=len(names), outputs=outputs)
             else:
                 write_hdf5(target, images[index], labels[index], scale=scale,
                            overwrite=args.overwrite, num_classes=len(names),
-                           progress=args.progress)
+                           progress=args.progress, outputs=outputs)
             written += targets[part]
-        write_bytes(targets["labels"][0], "".join(f"{name}\n" for name in names).encode(),
-                    overwrite=args.overwrite)
+        outputs.write(targets["labels"][0], "".join(f"{name}\n" for name in names))
         written += targets["labels"]
-        stored = images[train] if scale == 1 else images[train].astype(np.float32) * scale
         if args.mean == "binaryproto":
-            write_mean_binaryproto(targets["mean"][0], stored, overwrite=args.overwrite)
+            write_mean_binaryproto(targets["mean"][0], stored, overwrite=args.overwrite,
+                                   outputs=outputs)
             written += targets["mean"]
-    except BaseException:
-        for path in written:
-            remove(path)
-        if created_out:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
 
     for path in written:
         print(f"wrote {path}")

@@ -45,7 +45,9 @@ def split_net(argv: Sequence[str], usage: str) -> tuple[str, list[str]]:
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
             print(f"usage: {usage}\n\nNET is a .prototxt file or a model "
-                  "(pynetbuilder list), with its knob flags after it.")
+                  "(pynetbuilder list), with its knob flags after it (resnet --depth 110, "
+                  "resnet:depth=110), or a named configuration (resnet_imagenet@ResNet-50, "
+                  "resnet_imagenet --config ResNet-50).")
             raise SystemExit(0)
         raise UsageError(f"a net comes first: {usage}")
     return argv[0], argv[1:]
@@ -86,7 +88,7 @@ def main(argv: Sequence[str]) -> None:
     d = draw.diagram(inspected.net, inspected.report, args.level)
     data = draw.render_diagram(d, fmt, args.rankdir)
     (path,) = write_files({Path(args.output): data})
-    groups = len(d.groups()) if args.level == "layer" else 0
+    groups = len(d.groups()) if d.level == "layer" else 0
     print(f"wrote {path} ({len(d.nodes)} nodes"
-          + (f" in {groups} blocks" if groups else "") + f", {args.level} view, "
-          f"{inspected.report.phase} net)")
+          + (f" in {groups} blocks" if groups else "") + f", {d.level} view, "
+          f"{inspected.report.phase} net)" + (f"; {d.note}" if d.note else ""))

@@ -18,6 +18,7 @@ total; ``caffe time`` runs one untimed forward-backward pass first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from collections.abc import Sequence
@@ -26,11 +27,12 @@ from typing import Any
 
 from pynetbuilder import training
 from pynetbuilder.caffelog import Timing, parse_time
-from pynetbuilder.cli import Parser, data_from_args, positive_int
+from pynetbuilder.cli import Parser, positive_int
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Phase
 from pynetbuilder.io import write_files
 from pynetbuilder.models import FAMILIES
+from pynetbuilder.models.spec import model_name
 from pynetbuilder.schema import caffe_pb2, parse_net, to_text
 
 USAGE = """usage: pynetbuilder time MODEL [--KNOB VALUE ...] [--phase deploy|train] [--iterations N]
@@ -38,8 +40,7 @@ USAGE = """usage: pynetbuilder time MODEL [--KNOB VALUE ...] [--phase deploy|tra
        pynetbuilder time MODEL --help"""
 
 
-def add_time_flags(parser: argparse.ArgumentParser, phases: Sequence[str],
-                   json_flag: bool = True) -> None:
+def add_time_flags(parser: argparse.ArgumentParser, phases: Sequence[str]) -> None:
     g = parser.add_argument_group("timing")
     g.add_argument("--phase", choices=phases, default=phases[0],
                    help="which net to time (default: %(default)s)")
@@ -47,35 +48,24 @@ def add_time_flags(parser: argparse.ArgumentParser, phases: Sequence[str],
                    help="timed forward-backward passes (default: %(default)s)")
     g.add_argument("--gpu", help="GPU id for caffe (default: CPU)")
     g.add_argument("--keep", metavar="DIR", help="keep the timed prototxt and time.log here")
-    if json_flag:  # a model's parser has build's --json already
-        g.add_argument("--json", metavar="FILE", help="write the timings as JSON")
+    g.add_argument("--json", metavar="FILE", help="write the timings as JSON")
 
 
 def _model_net(name: str, argv: Sequence[str]) -> tuple[Any, str, argparse.Namespace]:
     """(NetParameter to time, Caffe phase, args) of a registry model."""
-    from pynetbuilder.commands.build import family_parser, knob_values
+    from pynetbuilder.commands.build import model_parser, parse_model
 
-    family = FAMILIES[name]
-    parser = family_parser(family, f"pynetbuilder time {family.name}")
-    for action in parser._actions:  # build's output flags mean nothing here
-        if action.dest in ("output_folder", "table"):
-            action.help = argparse.SUPPRESS
-        elif action.dest == "json":
-            action.help = "write the timings as JSON"
-    add_time_flags(parser, ("deploy", "train"), json_flag=False)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        raise UsageError(f"{family.name} has no knob or flag {flag!r}; its knobs: "
-                         + ", ".join(f"--{k}" for k in family.knobs))
-    if args.output_folder or args.table:
-        raise UsageError("time takes --keep DIR and --json FILE, not -o or --table")
+    family = FAMILIES[model_name(name)]
+    parser = model_parser(family, f"pynetbuilder time {family.name}",
+                          "time the model's deploy (or train) net with caffe time")
+    add_time_flags(parser, ("deploy", "train"))
+    spec, args = parse_model([name, *argv], parser)
+    data = spec.data_lego()
     if args.phase == "train":
-        for flag in ("train_source", "test_source"):
-            setattr(args, flag, str(Path(getattr(args, flag)).resolve()))
-    data = data_from_args(args)
-    data.deploy_batch = args.batch_size  # the deploy net's Input: one training batch
-    net = family.build(data=data, **knob_values(family, args))
+        data = dataclasses.replace(data, train_source=str(Path(data.train_source).resolve()),
+                                   test_source=str(Path(data.test_source).resolve()))
+    # the deploy net's Input: one training batch
+    net = spec.build(dataclasses.replace(data, deploy_batch=data.batch_size))
     if args.phase == "train":
         proto = net.train_val_proto()
         source = training.data_sources(proto).get("train")

@@ -22,21 +22,23 @@ written: a bad flag, recipe, policy, data source or snapshot is one line and exi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pynetbuilder import datasource, training
 from pynetbuilder import solver as solvers
-from pynetbuilder import training
 from pynetbuilder.caffelog import plot_files, read_logs
-from pynetbuilder.cli import Parser, data_from_args, positive_int
+from pynetbuilder.cli import Parser, add_output_flags, positive_int
 from pynetbuilder.errors import UsageError
 from pynetbuilder.graph import Phase, prototxt_files
 from pynetbuilder.io import write_files
 from pynetbuilder.legos import ClassificationData
 from pynetbuilder.models import FAMILIES
+from pynetbuilder.models.spec import model_name
 from pynetbuilder.schema import parse_net
 
 USAGE = """usage: pynetbuilder train MODEL [--KNOB VALUE ...] [data flags] [solver flags] -o DIR
@@ -136,13 +138,13 @@ def _solver(net_param: Any, r: solvers.Recipe, args: argparse.Namespace, base: P
     train_src, test_src = sources["train"], sources.get("test")
     r = r.with_changes(batch_size=train_src.batch_size,
                        test_batch_size=test_src.batch_size if test_src else r.test_batch_size)
-    train_size = args.train_size or _count(train_src, base, "--train_size")
+    train_size = args.train_size or _count(train_src, base)
     if args.test_size is not None:
         if args.test_size < 0:
             raise UsageError(f"--test_size must not be negative, got {args.test_size}")
         test_size = args.test_size
     else:
-        test_size = _count(test_src, base, "--test_size") if test_src else 0
+        test_size = _count(test_src, base) if test_src else 0
     s = solvers.solver_parameter(
         r, net="train.prototxt", train_size=train_size, test_size=test_size,
         snapshot_prefix=f"{training.SNAPSHOT_DIR}/{name or 'net'}",
@@ -151,10 +153,8 @@ def _solver(net_param: Any, r: solvers.Recipe, args: argparse.Namespace, base: P
     return s, (train_size, test_size), r
 
 
-def _count(src: training.DataSource, base: Path, flag: str) -> int:
+def _count(src: training.DataSource, base: Path) -> int:
     n = training.count_images(src, base)
-    if n is None:
-        raise UsageError(f"cannot count the images of {src.source} ({src.backend}): give {flag}")
     if n == 0:
         raise UsageError(f"the {src.phase} data source {src.source} holds no images")
     return n
@@ -185,15 +185,16 @@ def _run_checks(plan: Plan, args: argparse.Namespace) -> None:
 
 
 def _with_image_shape(data: ClassificationData) -> ClassificationData:
-    """``data`` with the channel count of its training LMDB (the deploy net's input
-    must match the trained weights); UsageError when the crop exceeds the images."""
+    """``data`` with the channel count of its training source's first image (the deploy
+    net's input must match the trained weights); UsageError when the crop exceeds the
+    images."""
     source = Path(data.train_source)
-    if data.backend != "LMDB" or not source.exists():
-        return data
-    shape = training.lmdb_image_shape(source)
-    if shape is None:
+    if not source.exists():
+        return data  # the solver's count names the missing source
+    first = datasource.first_record(source, data.backend)
+    if first is None:
         raise UsageError(f"the train data source {source} holds no images")
-    channels, height, width = shape
+    channels, height, width = first.shape
     if data.crop_size > min(height, width):
         raise UsageError(f"--crop_size {data.crop_size} exceeds the {height}x{width} images "
                          f"of {source}")
@@ -202,47 +203,35 @@ def _with_image_shape(data: ClassificationData) -> ClassificationData:
     if data.mean_values and len(data.mean_values) not in (1, channels):
         raise UsageError(f"--mean has {len(data.mean_values)} values, but the images of "
                          f"{source} have {channels} channel(s): give 1 or {channels}")
-    return ClassificationData(
-        data.train_source, data.test_source, batch_size=data.batch_size,
-        test_batch_size=data.test_batch_size, crop_size=data.crop_size, channels=channels,
-        mean_values=data.mean_values, mean_file=data.mean_file, scale=data.scale,
-        backend=data.backend, deploy_batch=data.deploy_batch, mirror=data.mirror)
+    return dataclasses.replace(data, channels=channels)
 
 
 def _model_plan(name: str, argv: Sequence[str]) -> Plan:
-    from pynetbuilder.commands.build import family_parser, knob_values
+    from pynetbuilder.commands.build import model_parser, parse_model
 
     try:
-        family = FAMILIES[name]
+        family = FAMILIES[model_name(name)]
     except UsageError as exc:
         raise UsageError(f"{exc}; or give a folder holding train.prototxt") from None
-    parser = family_parser(family, f"pynetbuilder train {family.name}")
-    parser.set_defaults(batch_size=None, test_batch_size=None)  # unset: the recipe's
-    for action in parser._actions:  # say so in --help
-        if action.dest in ("batch_size", "test_batch_size"):
-            action.help = f"{action.dest.replace('_', ' ')} (default: the recipe's)"
+    parser = model_parser(family, f"pynetbuilder train {family.name}",
+                          "train the model with real Caffe (batch sizes unset: the recipe's)")
+    add_output_flags(parser)
     add_solver_flags(parser)
     add_run_flags(parser)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        raise UsageError(f"{family.name} has no knob or flag {flag!r}; its knobs: "
-                         + ", ".join(f"--{k}" for k in family.knobs)
-                         + " (solver and data flags: --help)")
+    spec, args = parse_model([name, *argv], parser, " (solver and data flags: --help)")
     if not args.output_folder:
         raise UsageError("train needs -o DIR, the run folder for the nets, solver, log and "
                          "snapshots")
     folder = Path(args.output_folder)
     r = _recipe(args, solvers.default_recipe(family.name, family.dataset))
-    args.batch_size = args.batch_size or r.batch_size
-    args.test_batch_size = args.test_batch_size or r.test_batch_size
+    data = spec.data_lego(batch_size=spec.data.batch_size or r.batch_size,
+                          test_batch_size=spec.data.test_batch_size or r.test_batch_size)
     # Caffe runs inside the run folder: name the data by absolute paths
-    for flag in ("train_source", "test_source"):
-        setattr(args, flag, str(Path(getattr(args, flag)).resolve()))
-    if args.mean.endswith(".binaryproto"):
-        args.mean = str(Path(args.mean).resolve())
-    data = _with_image_shape(data_from_args(args))
-    net = family.build(data=data, **knob_values(family, args))
+    data = dataclasses.replace(
+        data, train_source=str(Path(data.train_source).resolve()),
+        test_source=str(Path(data.test_source).resolve()),
+        mean_file=str(Path(data.mean_file).resolve()) if data.mean_file else None)
+    net = spec.build(_with_image_shape(data))
     s, sizes, r = _solver(net.train_val_proto(), r, args, Path.cwd(), net.name)
     files = {folder / n: text for n, text in prototxt_files(net).items()}
     files[folder / "solver.prototxt"] = solvers.solver_text(s)

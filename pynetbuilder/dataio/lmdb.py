@@ -17,9 +17,9 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from pynetbuilder.dataio.atomic import staged
 from pynetbuilder.dataio.checks import DataError, as_labels, as_uint8_or_float
 from pynetbuilder.dataio.progress import Progress
+from pynetbuilder.io import OutputSet, joining
 from pynetbuilder.schema import caffe_pb2
 
 PAGE = 4096
@@ -46,7 +46,8 @@ def _estimated_map_size(count: int, record: int) -> int:
 
 def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarray | Sequence,
                *, progress: bool | None = None, overwrite: bool = False,
-               num_classes: int | None = None, map_size: int | None = None) -> Path:
+               num_classes: int | None = None, map_size: int | None = None,
+               outputs: OutputSet | None = None) -> Path:
     """Write ``images`` (N x C x H x W) and ``labels`` as an LMDB folder at ``path``.
 
     uint8 images go into ``Datum.data`` (bytes); float images into
@@ -58,6 +59,8 @@ def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarr
     ``overwrite``, and is replaced only by a complete new one).  ``map_size`` caps
     the database size in bytes (default: estimated from the records, grown if
     short).  ``progress``: None = a bar on stderr when it is a terminal.
+    ``outputs``: stage the database in this :class:`~pynetbuilder.io.OutputSet`
+    instead (it appears when that set is committed, with the set's other outputs).
     Returns ``path``, which a Data layer's ``data_param.source`` names (backend LMDB).
     """
     arr = as_uint8_or_float(images)
@@ -67,7 +70,8 @@ def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarr
     width = max(8, len(str(count - 1)))
     grow = map_size is None
     size = map_size or _estimated_map_size(count, len(_datum(arr[0], int(labs[0]))))
-    with staged(target, overwrite=overwrite, folder=True) as tmp:
+    with joining(outputs, overwrite=overwrite, error=DataError) as out:
+        tmp = out.folder(target)
         env = lmdb.open(str(tmp), map_size=size, subdir=True, meminit=False)
         try:
             with Progress(count, f"writing {target.name}", enabled=progress) as bar:
@@ -96,30 +100,32 @@ def write_lmdb(path: str | Path, images: np.ndarray | Sequence, labels: np.ndarr
     return target
 
 
-def read_lmdb(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every Datum of an LMDB in key order: images (N x C x H x W; uint8 when stored
-    as bytes, else float32) and int64 labels.  Encoded (JPEG/PNG) records are refused."""
+def read_lmdb(path: str | Path, backend: str = "LMDB") -> tuple[np.ndarray, np.ndarray]:
+    """Every Datum of an LMDB (or a LevelDB, ``backend="LEVELDB"``) in key order, read
+    by :mod:`pynetbuilder.datasource`: images (N x C x H x W; uint8 when stored as
+    bytes, else float32) and int64 labels.  Encoded (JPEG/PNG) records are refused."""
+    from pynetbuilder import datasource
+    from pynetbuilder.errors import UsageError
+
     path = Path(path)
-    if not (path / "data.mdb").is_file():
-        raise DataError(f"{path} is not an LMDB folder (no data.mdb in it)")
-    env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
     images, labels = [], []
     try:
-        with env.begin() as txn:
-            for key, value in txn.cursor():
-                datum = caffe_pb2.Datum.FromString(value)
-                if datum.encoded:
-                    raise DataError(f"{path}: record {key.decode()} is encoded (JPEG/PNG); "
-                                    "only raw Datum records are read")
-                shape = (datum.channels, datum.height, datum.width)
-                if datum.data:
-                    image = np.frombuffer(datum.data, np.uint8).reshape(shape)
-                else:
-                    image = np.asarray(datum.float_data, np.float32).reshape(shape)
-                images.append(image)
-                labels.append(datum.label)
-    finally:
-        env.close()
+        for key, value in datasource.records(path, backend):
+            datum, _ = datasource.parse_datum(value)
+            if datum.encoded:
+                raise DataError(f"{path}: record {key.decode(errors='replace')} is encoded "
+                                "(JPEG/PNG); only raw Datum records are read")
+            shape = (datum.channels, datum.height, datum.width)
+            if datum.data:
+                image = np.frombuffer(datum.data, np.uint8).reshape(shape)
+            else:
+                image = np.asarray(datum.float_data, np.float32).reshape(shape)
+            images.append(image)
+            labels.append(datum.label)
+    except DataError:
+        raise
+    except UsageError as exc:
+        raise DataError(str(exc)) from None
     if not images:
         raise DataError(f"{path} holds no records")
     return np.stack(images), np.asarray(labels, np.int64)

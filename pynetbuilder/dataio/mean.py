@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pynetbuilder.dataio.atomic import write_bytes
 from pynetbuilder.dataio.checks import DataError, as_images
+from pynetbuilder.io import OutputSet, joining
 from pynetbuilder.schema import caffe_pb2
 
 
@@ -31,14 +31,17 @@ def mean_values(images: np.ndarray | Sequence) -> list[float]:
 
 
 def write_mean_binaryproto(path: str | Path, images: np.ndarray | Sequence, *,
-                           overwrite: bool = False) -> Path:
+                           overwrite: bool = False, outputs: OutputSet | None = None) -> Path:
     """Write the mean image of ``images`` as a ``mean.binaryproto`` at ``path`` (atomic;
-    an existing file is refused unless ``overwrite``).  Returns ``path``."""
+    an existing file is refused unless ``overwrite``; ``outputs``: join that
+    :class:`~pynetbuilder.io.OutputSet`).  Returns ``path``."""
     mean = mean_image(images).astype(np.float32)
     c, h, w = mean.shape
     blob = caffe_pb2.BlobProto(num=1, channels=c, height=h, width=w)
     blob.data.extend(mean.ravel().tolist())
-    return write_bytes(Path(path), blob.SerializeToString(), overwrite=overwrite)
+    with joining(outputs, overwrite=overwrite, error=DataError) as out:
+        out.write(path, blob.SerializeToString())
+    return Path(path)
 
 
 def read_mean_binaryproto(path: str | Path) -> np.ndarray:

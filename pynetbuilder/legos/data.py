@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from pynetbuilder.errors import UsageError
@@ -12,6 +13,7 @@ from pynetbuilder.legos.base import Lego
 BACKENDS = ("LMDB", "LEVELDB")
 
 
+@dataclass(frozen=True)
 class ClassificationData(Lego):
     """Images and labels from a Caffe database (``Data`` layer, LMDB by default).
 
@@ -21,51 +23,46 @@ class ClassificationData(Lego):
     ``deploy_batch x channels x crop_size x crop_size``.  The mean is subtracted
     per channel (``mean_values``, BGR order as Caffe's ImageNet models) or from a
     ``mean_file`` (a mean.binaryproto).  Tops: ``data`` and ``label`` (deploy: ``data``).
+
+    An immutable value: change a field with ``dataclasses.replace(data, crop_size=28)``
+    (the checks run again).
     """
 
-    def __init__(
-        self,
-        train_source: str,
-        test_source: str,
-        *,
-        batch_size: int = 32,
-        test_batch_size: int = 25,
-        crop_size: int = 224,
-        channels: int = 3,
-        mean_values: Sequence[float] | None = (104.0, 117.0, 123.0),
-        mean_file: str | None = None,
-        scale: float | None = None,
-        backend: str = "LMDB",
-        deploy_batch: int = 1,
-        mirror: bool = True,
-    ):
-        for flag, value in (
-            ("batch_size", batch_size),
-            ("test_batch_size", test_batch_size),
-            ("crop_size", crop_size),
-            ("channels", channels),
-            ("deploy_batch", deploy_batch),
-        ):
-            if not isinstance(value, int) or value < 1:
+    train_source: str
+    test_source: str
+    _: KW_ONLY
+    batch_size: int = 32
+    test_batch_size: int = 25
+    crop_size: int = 224
+    channels: int = 3
+    mean_values: tuple[float, ...] | None = (104.0, 117.0, 123.0)
+    mean_file: str | None = None
+    scale: float | None = None
+    backend: str = "LMDB"
+    deploy_batch: int = 1
+    mirror: bool = True
+
+    def __post_init__(self) -> None:
+        for flag in ("batch_size", "test_batch_size", "crop_size", "channels", "deploy_batch"):
+            value = getattr(self, flag)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{flag} must be a positive integer, got {value!r}")
-        if backend not in BACKENDS:
-            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        if mean_file and mean_values:
-            raise UsageError("give either a mean file or mean values, not both")
-        if mean_values and len(mean_values) not in (1, channels):
+        if self.backend not in BACKENDS:
             raise UsageError(
-                f"mean values need 1 or {channels} numbers (one per channel), "
-                f"got {len(mean_values)}"
+                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.mean_values is not None:  # any sequence of numbers, kept as a tuple
+            object.__setattr__(self, "mean_values", tuple(float(v) for v in self.mean_values))
+        if self.mean_file and self.mean_values:
+            raise UsageError("give either a mean file or mean values, not both")
+        if self.mean_values and len(self.mean_values) not in (1, self.channels):
+            raise UsageError(
+                f"mean values need 1 or {self.channels} numbers (one per channel), "
+                f"got {len(self.mean_values)}"
             )
-        for flag, source in (("train source", train_source), ("test source", test_source)):
+        for flag, source in (("train source", self.train_source),
+                             ("test source", self.test_source)):
             if not source:
-                raise UsageError(f"the {flag} (a {backend} folder) must not be empty")
-        self.train_source, self.test_source = train_source, test_source
-        self.batch_size, self.test_batch_size = batch_size, test_batch_size
-        self.crop_size, self.channels, self.deploy_batch = crop_size, channels, deploy_batch
-        self.mean_values, self.mean_file, self.scale = mean_values, mean_file, scale
-        self.backend = backend
-        self.mirror = mirror
+                raise UsageError(f"the {flag} (a {self.backend} folder) must not be empty")
 
     def _transform(self, mirror: bool) -> dict[str, Any]:
         t: dict[str, Any] = {"crop_size": self.crop_size}

@@ -96,7 +96,7 @@ class Conv(LayerLego):
 
 
 # BatchNorm's three statistics blobs are never learnt; TEST and deploy use them as they are.
-# Read-only mappings: a net's template memory looks them up by identity.
+# Read-only: module constants shared by every net.
 _BN_STATISTICS = MappingProxyType({"param": ({"lr_mult": 0, "decay_mult": 0},) * 3})
 _GLOBAL_STATS = {"use_global_stats": True}
 _BN_OVERRIDES = MappingProxyType({Phase.TEST: _GLOBAL_STATS, Phase.DEPLOY: _GLOBAL_STATS})
