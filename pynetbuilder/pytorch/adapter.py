@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from pynetbuilder.layers import Shape
+from pynetbuilder.kinds.base import Shape
 
 # data layers whose tops become the module's named inputs
 DATA_TYPES = frozenset({

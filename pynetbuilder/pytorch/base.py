@@ -44,7 +44,7 @@ def caffe_axis(axis: int, ndim: int) -> int:
 
 def spatial(p: Any, name: str, default: int, nd: int) -> tuple[int, ...]:
     """kernel/stride/pad/dilation as Caffe reads them (``x_h``/``x_w`` first)."""
-    from pynetbuilder.layers import spatial as rule_spatial
+    from pynetbuilder.kinds.base import spatial as rule_spatial
 
     return tuple(int(v) for v in rule_spatial(p, name, default, nd))
 
