@@ -93,9 +93,9 @@ def fmt(x: float) -> str:
     return f"{float(np.float32(x)):g}"
 
 
-def read_net(folder: Path, s: Any) -> Any:
-    """The solver's net as a NetParameter, data sources made absolute (from ``folder``)."""
-    from pynetbuilder import datasource
+def read_net(folder: Path, s: Any, text: str | None = None) -> Any:
+    """The solver's net (``text``, else read from ``folder``) as a NetParameter, data
+    sources and mean files made absolute (relative ones are from ``folder``)."""
     from pynetbuilder.schema import parse_net
 
     name = s.net or s.train_net
@@ -103,11 +103,18 @@ def read_net(folder: Path, s: Any) -> Any:
         raise UsageError("the solver names no net (net: or train_net:)")
     path = folder / name
     try:
-        net = parse_net(path.read_text(encoding="utf-8"))
+        net = parse_net(text if text is not None else path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read the net {path}: {exc.strerror}") from None
     except Exception as exc:  # noqa: BLE001 - the prototxt parser's errors
         raise UsageError(f"{path} is not a Caffe net: {exc}") from None
+    return absolute_sources(net, folder)
+
+
+def absolute_sources(net: Any, folder: Path) -> Any:
+    """``net`` with every data source and mean file absolute (from ``folder``)."""
+    from pynetbuilder import datasource
+
     for layer in net.layer:
         for fname in ("data_param", "image_data_param", "hdf5_data_param"):
             if layer.HasField(fname) and getattr(layer, fname).source:
@@ -149,14 +156,21 @@ class Run:
 
 
 def prepare(folder: Path, solver_file: str = "solver.prototxt", world: int = 1) -> Run:
-    """Read and check a run folder for the torch engine: the solver's fields, the data
-    layers, the data size against the world size.  UsageError naming what is refused."""
+    """Read and check a run folder for the torch engine (:func:`check`)."""
     from pynetbuilder import solver as recipes
-    from pynetbuilder.inspect import filter_phase
 
     s = recipes.read_solver(folder / solver_file)
+    return check(s, read_net(folder, s), folder, world)
+
+
+def check(s: Any, net: Any, folder: Path, world: int = 1) -> Run:
+    """Check a solver and its net (sources absolute, :func:`absolute_sources`) for the
+    torch engine: the solver's fields, the data layers, the data size against the
+    world size, every layer's PyTorch emitter.  UsageError naming what is refused."""
+    from pynetbuilder.inspect import filter_phase
+    from pynetbuilder.pytorch import to_module
+
     solvers.check_reproducible(s)
-    net = read_net(folder, s)
     train_feed = feeds.feed_of(filter_phase(net, "train"), "train", folder)
     test_feed = None
     if s.test_iter and s.test_iter[0] > 0:
@@ -167,6 +181,10 @@ def prepare(folder: Path, solver_file: str = "solver.prototxt", world: int = 1) 
                          f"records, fewer than one batch of {train_feed.batch_size} for each "
                          f"of {world} processes ({need}): each rank would read records again "
                          "within one step; use fewer processes or a smaller batch")
+    try:
+        to_module(net, phase="train")
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"the torch engine cannot build the train net: {exc}") from None
     return Run(s, net, train_feed, test_feed)
 
 
@@ -217,7 +235,7 @@ def train(opts: Options, *, rank: int = 0, world: int = 1,
             net, device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False)
     leader = rank == 0
-    sink = (folder / opts.log_name).open("a" if opts.resume else "w", encoding="utf-8") \
+    sink = (folder / opts.log_name).open("w", encoding="utf-8") \
         if leader else None
     progress = training.Progress(s.max_iter, emit) if leader and opts.progress else None
     log = GlogWriter(sink, progress)
