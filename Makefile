@@ -35,6 +35,7 @@ test: caffe browser
 
 bench: schema
 	$(PY) benchmarks/bench_analysis.py
+	$(PY) benchmarks/bench_prototext.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

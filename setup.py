@@ -31,7 +31,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["pynetbuilder", "pynetbuilder.*"]),
-    package_data={"pynetbuilder": ["templates/*", "py.typed"]},
+    package_data={"pynetbuilder": ["templates/*", "py.typed", "targets/profiles/*.toml",
+                                   "dialects/forks.proto"]},
     install_requires=[
         "protobuf>=5.29,<8",
         "numpy>=2.0",

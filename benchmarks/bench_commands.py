@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,10 +60,14 @@ def _env(tree: Path | None, cache: Path) -> dict[str, str]:
     return env
 
 
-def _time(cmd: list[str], env: dict[str, str]) -> float:
+def _time(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock seconds and CPU seconds (user + system) of one whole process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -87,22 +92,26 @@ def main() -> None:
         for cmd, env in cases.values():  # warm-up: fills the bytecode caches
             _time(cmd, env)
         times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         in_process: dict[str, list[float]] = {"now": [], "before": []}
         for _ in range(args.rounds):
             for name, (cmd, env) in cases.items():
-                times[name].append(_time(cmd, env))
+                wall, used = _time(cmd, env)
+                times[name].append(wall)
+                cpu[name].append(used)
             if args.before:
                 for label, env in (("now", here), ("before", old)):
                     out = subprocess.run([str(PYTHON), "-c", IN_PROCESS], env=env,
                                          capture_output=True, text=True, check=True).stdout
                     in_process[label].append(float(out.split()[0]))
     floor = statistics.median(times["python -c pass"])
-    print(f"whole process, {args.rounds} interleaved rounds (median / min, ratio of medians "
-          "to python -c pass):")
+    cpu_floor = statistics.median(cpu["python -c pass"])
+    print(f"whole process, {args.rounds} interleaved rounds: wall-clock median / min and the "
+          "ratio of medians to python -c pass; CPU time (user + system) median and its ratio")
     for name, values in times.items():
-        med = statistics.median(values)
-        print(f"  {name:36s} {med * 1e3:7.1f} ms / {min(values) * 1e3:7.1f} ms   "
-              f"{med / floor:5.2f}x")
+        med, used = statistics.median(values), statistics.median(cpu[name])
+        print(f"  {name:36s} {med * 1e3:7.1f} ms / {min(values) * 1e3:7.1f} ms "
+              f"{med / floor:5.2f}x   cpu {used * 1e3:6.1f} ms {used / cpu_floor:5.2f}x")
     if args.before:
         for cmd in ("build resnet_imagenet", "analyze ResNet-50-deploy"):
             now = statistics.median(times[cmd])

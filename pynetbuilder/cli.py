@@ -13,13 +13,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.graph import Net, Phase, prototxt_files
 from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
-from pynetbuilder.io import write_files
-from pynetbuilder.legos import ClassificationData
+
+if TYPE_CHECKING:  # the data settings load only for the commands that build a model
+    from pynetbuilder.legos import ClassificationData
 
 EXIT_USAGE = 2
 
@@ -38,6 +39,15 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the terminal width (importing shutil, a few ms
+        # of every command's start-up) each time an argument is added; os answers too
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError):
+            width = int(os.environ.get("COLUMNS", "0") or 0) or 80
+        return self.formatter_class(prog=self.prog, width=max(width - 2, 11))
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, error_line(self.prog, message) + "\n")
@@ -107,6 +117,9 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         "test.prototxt and deploy.prototxt here")
     parser.add_argument("--json", metavar="FILE", help="write the per-layer report as JSON")
     parser.add_argument("--table", action="store_true", help="print the per-layer table")
+    parser.add_argument("--target", metavar="NAME",
+                        help="write deploy.prototxt for a deployment toolchain (pynetbuilder "
+                        "check --help lists them)")
 
 
 def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
@@ -122,9 +135,21 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     if args.output_folder:
         folder = Path(args.output_folder)
         files.update({folder / name: text for name, text in prototxt_files(net).items()})
+    remaining = []
+    if getattr(args, "target", None):
+        from pynetbuilder.targets.writer import deploy_for_target
+
+        text, remaining = deploy_for_target(net.to_proto(Phase.DEPLOY), args.target,
+                                            report.blob_shapes)
+        if args.output_folder:
+            files[Path(args.output_folder) / "deploy.prototxt"] = text
     if args.json:
         files[Path(args.json)] = report.json_text()
-    written = write_files(files)
+    written = []
+    if files:
+        from pynetbuilder.io import write_files
+
+        written = write_files(files)
     for path in written:
         print(f"wrote {path}", file=out)
     if args.table:
@@ -138,6 +163,9 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     )
     for line in report.skipped_lines():
         print(line, file=out)
+    for violation in remaining:
+        print(f"{args.target} still rejects: " + violation.line().replace("\n", "\n  "),
+              file=out)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,

@@ -218,6 +218,10 @@ class Inference:
             shapes.update(zip(tops, out))
         self.rows.append(_new_tuple(LayerRow, (name, layer_type, bottoms, tops, *figures, block)))
 
+    def skip(self, name: str, layer_type: str, tops: tuple[str, ...], reason: str) -> None:
+        """Leave one layer out (its tops' shapes unknown) for ``reason``."""
+        self._skip(name, layer_type, tops, reason, name)
+
     def _missing(self, name: str, bottoms: tuple[str, ...]) -> None:
         for b in bottoms:
             if b not in self.shapes:

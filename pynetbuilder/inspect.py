@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import text_format
 
+from pynetbuilder import prototext
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.kinds import Shape, kind_of, v1_type
 from pynetbuilder.report import Report, analyze
@@ -54,8 +53,7 @@ from pynetbuilder.schema import caffe_pb2
 PHASES = ("deploy", "train", "test")
 
 
-@dataclass
-class Inspected:
+class Inspected(NamedTuple):
     """A net ready to report on.
 
     ``name`` is the argument as given (file path or model spec), ``net`` the
@@ -130,7 +128,14 @@ def read_prototxt(path: str | Path) -> Any:
     """Parse a prototxt file into a ``NetParameter`` (V1 ``layers`` upgraded).
 
     A syntax error is a NetError naming the file, line and column protobuf reports.
+    Prototxt of Caffe's forks is read through their dialects (:func:`_parse`).
     """
+    return read_prototxt_dialect(path)[0]
+
+
+def read_prototxt_dialect(path: str | Path) -> tuple[Any, Any]:
+    """:func:`read_prototxt` and, for a file only the forks' dialects read, its
+    :class:`~pynetbuilder.dialects.DialectRead` (else None)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -139,16 +144,26 @@ def read_prototxt(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not a UTF-8 text file"
         raise UsageError(f"cannot read {path}: {reason}") from None
+    net, dialect = _parse(text, path)
+    return _finish(net, path), dialect
+
+
+def _parse(text: str, path: Path) -> tuple[Any, Any]:
+    """Strict parse; when the strict schema refuses the text, the forks' dialects
+    (:mod:`pynetbuilder.dialects`) are tried: their fields normalised, a field no
+    dialect knows marks its layer not analysed."""
     net = caffe_pb2.NetParameter()
     try:
-        text_format.Parse(text, net)
-    except text_format.ParseError as exc:
-        message = str(exc).split(" : ", 1)[-1].replace("pynetbuilder.caffe.", "")
-        where = f"line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else ""
-        raise NetError(
-            f"{path}:{exc.GetLine() or '?'}:{exc.GetColumn() or '?'}: not a valid Caffe "
-            f"prototxt ({where + ': ' if where else ''}{message})"
-        ) from None
+        prototext.parse(text, net)
+        return net, None
+    except text_format.ParseError:
+        from pynetbuilder.dialects import parse_dialect
+
+        dialect = parse_dialect(text, path)
+        return dialect.net, dialect
+
+
+def _finish(net: Any, path: Path) -> Any:
     if net.layers:
         if net.layer:
             raise NetError(
@@ -163,17 +178,20 @@ def read_prototxt(path: str | Path) -> Any:
 def _load_prototxt(
     path: str, phase: str, input_shape: tuple[int, ...] | None
 ) -> Inspected:
-    full = read_prototxt(path)
+    full, dialect = read_prototxt_dialect(path)
+    untrusted = dialect.untrusted if dialect is not None else {}
     net = filter_phase(full, phase)
     where = f"{path} ({phase} phase)" if phase != "deploy" else path
     check_topology(net, where)
     inputs, declared, notes = input_shapes(net, input_shape, Path(path).parent)
     report = analyze(
         net, inputs=inputs, declared=declared, blocks=derive_blocks(net),
-        phase=phase,
+        phase=phase, skip=untrusted,
     )
     if not report.name:
         report.name = Path(path).stem
+    if dialect is not None:
+        notes = [*dialect.notes, *notes]
     return Inspected(path, net, report, "prototxt", phase, tuple(notes))
 
 
@@ -236,6 +254,8 @@ def _missing_bottom(net: Any, index: int, blob: str, available: set[str]) -> str
     layer = layers[index]
     later = [k for k in range(index + 1, len(layers)) if blob in layers[k].top]
     if not later:
+        from difflib import get_close_matches
+
         close = get_close_matches(blob, sorted(available), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (f"layer {layer.name!r} reads blob {blob!r}, which no layer produces{hint}")
@@ -372,7 +392,12 @@ def _data_shapes(
         return _hdf5_shapes(layer, given, folder)
     t = layer.transform_param
     entry = kind_of(layer.type)
-    p = getattr(layer, entry.source)
+    if layer.type == "DenseImageData":  # SegNet's: its settings come through its dialect
+        from pynetbuilder.dialects.schema import dialect_view
+
+        p = dialect_view(layer).dense_image_data_param
+    else:
+        p = getattr(layer, entry.source)
     batch, source = p.batch_size, p.source
     what = {"IMAGE_LIST": "image list", "WINDOW_FILE": "window file"}.get(entry.reads, "database")
     origin = ["batch from batch_size"]
@@ -523,8 +548,7 @@ def derive_blocks(net: Any) -> dict[str, str]:
     return blocks
 
 
-@dataclass(frozen=True)
-class BlockTotals:
+class BlockTotals(NamedTuple):
     """The summed figures of one block's layers."""
 
     block: str

@@ -33,12 +33,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-import shutil
 import signal
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +65,8 @@ def remove(path: Path) -> None:
     """Delete a file, link or folder tree if it is there."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
@@ -150,7 +149,7 @@ def clean_leftovers(target: Path) -> list[Path]:
 
 
 def _hidden(target: Path, kind: str) -> Path:
-    return target.parent / f".{target.name}.pnb{os.getpid()}-{secrets.token_hex(4)}.{kind}"
+    return target.parent / f".{target.name}.pnb{os.getpid()}-{os.urandom(4).hex()}.{kind}"
 
 
 @dataclass
@@ -217,6 +216,8 @@ class OutputSet:
         if _is_device(shown):
             if folder:
                 raise UsageError(f"{shown} is not a folder: a database cannot be written there")
+            import tempfile
+
             fd, name = tempfile.mkstemp(prefix="pynetbuilder-", suffix=".partial")
             os.close(fd)
             output = _Output(shown, shown, Path(name), False, True)

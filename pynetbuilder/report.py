@@ -166,12 +166,14 @@ def analyze(
     declared: Mapping[str, Sequence[Shape]] | None = None,
     blocks: Mapping[str, str] | None = None,
     phase: str = "",
+    skip: Mapping[str, str] | None = None,
 ) -> Report:
     """Infer every blob shape and count every layer of a ``NetParameter``.
 
     ``inputs`` gives shapes of blobs no layer produces (besides the prototxt's
     own ``input:`` header), ``declared`` the top shapes of layers whose shape the
-    prototxt does not hold (data layers), keyed by layer name.  A layer whose shapes
+    prototxt does not hold (data layers), keyed by layer name; ``skip`` layers not to
+    analyse (name -> reason), with every layer reading their outputs.  A layer whose shapes
     cannot be inferred goes to ``report.skipped`` with the reason (see
     :mod:`pynetbuilder.inference`); a net Caffe would refuse raises ``ShapeError``.
     """
@@ -180,6 +182,9 @@ def analyze(
     blocks = blocks or {}
     for layer in net.layer:
         name = layer.name
+        if skip and name in skip:  # settings that could not be read (a dialect's unknown field)
+            run.skip(name, layer.type, tuple(layer.top), skip[name])
+            continue
         run.add(name, layer.type, tuple(layer.bottom), tuple(layer.top), layer,
                 setting_key(layer), declared.get(name), blocks.get(name, ""))
     return Report(name=net.name, phase=phase, rows=run.rows, blob_shapes=run.shapes,

@@ -124,9 +124,8 @@ def to_text(message: Message) -> str:
 
 
 def parse_net(text: str) -> Message:
-    """Parse a prototxt into a ``NetParameter`` (protobuf reports line and column)."""
-    from google.protobuf import text_format
+    """Parse a prototxt into a ``NetParameter`` (:mod:`pynetbuilder.prototext`: protobuf's
+    own message and errors, with line and column)."""
+    from pynetbuilder import prototext
 
-    net = caffe_pb2.NetParameter()
-    text_format.Parse(text, net)
-    return net
+    return prototext.parse(text, caffe_pb2.NetParameter())

@@ -711,9 +711,9 @@ INPUT = ('layer { name: "data" type: "Input" top: "data" '
 RELU = 'layer {{ name: "{n}" type: "ReLU" bottom: "{b}" top: "{t}" }}\n'
 
 BAD_NETS = {
-    "syntax": ('name: "x"\nlayer {\n  name: "a"\n  typo: 3\n}\n',
-               r"syntax\.prototxt:4:3: not a valid Caffe prototxt \(line 4, column 3: "
-               r"Message type \"LayerParameter\" has no field named \"typo\""),
+    "syntax": ('name: "x"\nlayer {\n  name: "a"\n  type: ReLU"\n}\n',
+               r"syntax\.prototxt:4:9: not a valid Caffe prototxt \(line 4, column 9: "
+               r"'  type: ReLU\"': Expected string but found: 'ReLU'"),
     "missing_bottom": (INPUT + RELU.format(n="r", b="dta", t="r"),
                        r"layer 'r' reads blob 'dta', which no layer produces "
                        r"\(did you mean 'data'\?\)"),

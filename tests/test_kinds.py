@@ -26,9 +26,16 @@ from pynetbuilder.schema import caffe_pb2, parse_net
 
 
 def test_every_entry_names_real_schema_fields():
-    fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    from pynetbuilder.dialects.schema import dialect_schema
+    from pynetbuilder.kinds import forks
+
+    strict = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    # the forks' types name fields of their dialects (pynetbuilder/dialects/forks.proto)
+    dialect = dialect_schema().LayerParameter.DESCRIPTOR.fields_by_name
+    fork_types = {k.type for k in forks.KINDS}
     v1_names = caffe_pb2.V1LayerParameter.LayerType.keys()
     for name, entry in KINDS.items():
+        fields = dialect if name in fork_types else strict
         assert entry.type == name
         if entry.param:
             assert entry.param in fields, name
@@ -52,9 +59,9 @@ def test_types_named_after_their_message_find_their_field_and_aliases_come_from_
 def test_categories_are_what_consumers_used_to_list():
     assert types_with(Category.INPUT | Category.DATA) == {
         "Input", "Data", "ImageData", "HDF5Data", "AnnotatedData", "MemoryData", "DummyData",
-        "WindowData"}
+        "WindowData", "DenseImageData"}
     assert {t for t, k in KINDS.items() if k.source} == {
-        "Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData"}
+        "Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData", "DenseImageData"}
     assert "SoftmaxWithLoss" in types_with(Category.LOSS)
     assert types_with(Category.ACCURACY) >= {"Accuracy"}
     assert {"ReLU", "BatchNorm", "Scale", "Dropout"} <= types_with(Category.INPLACE)

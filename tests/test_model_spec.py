@@ -301,3 +301,34 @@ def test_the_library_never_imports_the_commands():
             offenders += [f"{rel}: {n}" for n in names
                           if n == "pynetbuilder.commands" or n.startswith("pynetbuilder.commands.")]
     assert offenders == []
+
+
+def test_the_family_table_names_every_module_family_and_nothing_else():
+    """models.MODULES (read so commands import only the family they build) agrees with
+    the FAMILIES list of every module of the package."""
+    import importlib
+    import pkgutil
+
+    import pynetbuilder.models as models
+
+    found = {}
+    for info in pkgutil.iter_modules(models.__path__):
+        module = importlib.import_module(f"pynetbuilder.models.{info.name}")
+        for family in getattr(module, "FAMILIES", []):
+            found[family.name] = info.name
+    assert dict(models.MODULES) == found
+    assert [f.name for f in models.FAMILIES] == sorted(found)
+
+
+def test_building_one_family_imports_no_other():
+    import subprocess
+    import sys
+
+    code = ("import sys; from pynetbuilder.models.spec import build_model; "
+            "build_model('resnet --depth 20'); "
+            "print(sorted(m for m in sys.modules if m.startswith('pynetbuilder.models.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = eval(out)  # noqa: S307 - a list literal we printed
+    assert "pynetbuilder.models.resnet_cifar" in loaded
+    assert not {"pynetbuilder.models.tresnet", "pynetbuilder.models.densenet"} & set(loaded)

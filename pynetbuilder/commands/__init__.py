@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare the totals of several nets, and where they differ", "compare:main"),
     "draw": ("draw a net with Graphviz (SVG, PNG ...)", "draw:main"),
     "report": ("write a self-contained HTML report of a net", "report:main"),
+    "check": ("check a net against deploy-target profiles (RKNN, Ascend, OpenCV ...)",
+              "check:main"),
 }
 
 

@@ -10,7 +10,6 @@ the per-layer report goes to the file and the screen shows the totals (add
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import TextIO
 from pynetbuilder.cli import Parser
 from pynetbuilder.errors import UsageError
 from pynetbuilder.inspect import PHASES, Inspected, block_rows, load, parse_input_shape
-from pynetbuilder.io import write_files
 
 
 def parser(prog: str = "pynetbuilder analyze") -> Parser:
@@ -69,6 +67,8 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
     net_arg, knobs = split_net_and_knobs(rest, p.prog)
     inspected = load(net_arg, knobs, phase=args.phase, input_shape=args.input_shape)
     if args.json:
+        from pynetbuilder.io import write_files
+
         write_files({Path(args.json): json_text(inspected)})
         print(f"wrote {args.json}", file=out)
     print_report(inspected, out, table=args.table or not args.json, by_block=args.by_block)
@@ -88,6 +88,8 @@ def json_text(inspected: Inspected) -> str:
     data = inspected.report.to_json()
     data["source"] = inspected.name
     data["input_notes"] = list(inspected.notes)
+    import json
+
     return json.dumps(data, indent=1) + "\n"
 
 

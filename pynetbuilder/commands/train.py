@@ -119,6 +119,20 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="replace the previous run in the run folder (its logs, snapshots, "
                    "plots) when this one starts")
+    g.add_argument("--engine", choices=("caffe", "torch"), default="caffe",
+                   help="caffe (default: the caffe tool) or torch (the PyTorch backend with "
+                   "Caffe's solver, data and snapshot files; torchrun for many processes)")
+    t = parser.add_argument_group("torch engine (--engine torch)")
+    t.add_argument("--nproc-per-node", type=positive_int, default=1, metavar="N",
+                   help="processes on this node (DDP: gloo on CPU, NCCL with --gpu); the "
+                   "effective batch is the net's batch_size times all processes")
+    t.add_argument("--nnodes", type=positive_int, default=1, metavar="M", help="nodes")
+    t.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank")
+    t.add_argument("--master-addr", default="127.0.0.1", metavar="A",
+                   help="node 0's address (default: %(default)s)")
+    t.add_argument("--master-port", type=int, metavar="P", help="node 0's port")
+    t.add_argument("--amp", choices=("bf16", "fp16"),
+                   help="mixed precision on CUDA (channels-last is on with --gpu)")
 
 
 @dataclass
@@ -134,6 +148,8 @@ class Plan:
     weights: Path | None = None
     gpu: str | None = None
     report_table: str = ""
+    engine: str = "caffe"
+    launch: Any = None  # the torch engine's Launch
     previous: list[Path] = field(default_factory=list)  # the previous run's files, replaced
 
 
@@ -182,7 +198,15 @@ def _count(src: training.DataSource, base: Path) -> int:
 
 def _run_checks(plan: Plan, args: argparse.Namespace, *, nets_are_ours: bool) -> None:
     training.gpu_flag(args.gpu)
-    training.caffe_tool()
+    if args.engine == "torch":
+        _torch_checks(plan, args)
+    else:
+        torch_only = [f for f, given in (("--nproc-per-node", args.nproc_per_node != 1),
+                                         ("--nnodes", args.nnodes != 1),
+                                         ("--amp", args.amp is not None)) if given]
+        if torch_only:
+            raise UsageError(f"{', '.join(torch_only)} need --engine torch")
+        training.caffe_tool()
     previous = training.previous_run(plan.folder, nets_are_ours)
     if previous and not (args.overwrite or args.resume):
         shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in previous[:4])
@@ -208,6 +232,19 @@ def _run_checks(plan: Plan, args: argparse.Namespace, *, nets_are_ours: bool) ->
                              "(raise --epochs, or max_iter in solver.prototxt)")
         plan.resume = snap
     plan.gpu = args.gpu
+
+
+def _torch_checks(plan: Plan, args: argparse.Namespace) -> None:
+    from pynetbuilder.pytorch.train import engine, launch
+
+    plan.engine = "torch"
+    plan.launch = launch.Launch(args.nproc_per_node, args.nnodes, args.node_rank,
+                                args.master_addr, args.master_port, args.gpu, args.amp)
+    launch.check(plan.launch)
+    s = plan.solver
+    net_file = plan.folder / (s.net or s.train_net)
+    text = plan.files.get(net_file)
+    engine.check(s, engine.read_net(plan.folder, s, text), plan.folder, plan.launch.world)
 
 
 # ---------------------------------------------------------------- the two forms
@@ -378,7 +415,7 @@ def run(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
         return _train(plan, say)
     except (KeyboardInterrupt, Terminated) as exc:
         if not getattr(exc, "kept", ""):
-            exc.kept = (f"{plan.folder} holds this run's files as far as it went; Caffe "  # type: ignore[union-attr]
+            exc.kept = (f"{plan.folder} holds this run's files as far as it went; training "  # type: ignore[union-attr]
                         "had not started")
         raise
     finally:
@@ -393,10 +430,16 @@ def _train(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
     s = plan.solver
     log = plan.folder / training.log_name(plan.resume)
     start = f" from iteration {plan.resume.iteration}" if plan.resume else ""
-    say(f"caffe train{start} in {plan.folder} ({'GPU ' + plan.gpu if plan.gpu else 'CPU'}); "
-        f"full log: {log}")
-    result = training.train(plan.folder, max_iter=s.max_iter, resume=plan.resume,
-                            weights=plan.weights, gpu=plan.gpu, emit=say)
+    say(f"{plan.engine} train{start} in {plan.folder} "
+        f"({'GPU ' + plan.gpu if plan.gpu else 'CPU'}); full log: {log}")
+    if plan.engine == "torch":
+        result = _torch_train(plan, say)
+        if result is None:  # a node other than 0: rank 0's node reports
+            say(f"node {plan.launch.node_rank} done")
+            return None  # type: ignore[return-value]
+    else:
+        result = training.train(plan.folder, max_iter=s.max_iter, resume=plan.resume,
+                                weights=plan.weights, gpu=plan.gpu, emit=say)
     try:
         _finish(plan, result, say)
     except (KeyboardInterrupt, Terminated) as exc:
@@ -432,6 +475,19 @@ def _finish(plan: Plan, result: training.TrainResult, say: Callable[[str], None]
                          f"{exc.filename} could not be written ({exc.strerror}), nor the "
                          "other plots; pynetbuilder plot draws them from the log") from None
     say("plots: " + ", ".join(str(p) for p in written))
+
+
+def _torch_train(plan: Plan, say: Callable[[str], None]) -> training.TrainResult | None:
+    from pynetbuilder.pytorch.train import launch
+
+    if plan.launch.world > 1:
+        say(f"{plan.launch.world} processes ({plan.launch.nproc_per_node} per node): the "
+            f"effective batch is {plan.launch.world} x the net's batch_size")
+    job = launch.Job(str(plan.folder), "solver.prototxt",
+                     str(plan.resume.path) if plan.resume else None,
+                     str(plan.weights) if plan.weights else None, None,
+                     plan.gpu is not None, plan.launch.amp, training.log_name(plan.resume))
+    return launch.train(plan.folder, job, plan.launch, emit=say)
 
 
 def _scores_first(scores: dict[str, float]) -> list[tuple[str, float]]:

@@ -14,6 +14,7 @@ by what the layers do:
 - :mod:`~pynetbuilder.kinds.resize`: Upsample, Pad, Resize ...
 - :mod:`~pynetbuilder.kinds.detection`: SSD's PriorBox, DetectionOutput ...
 - :mod:`~pynetbuilder.kinds.outputs`: losses, Accuracy
+- :mod:`~pynetbuilder.kinds.forks`: the forks' types (SegNet, PSPNet, ShuffleNet ...)
 
 Adding a layer type is one ``kind(...)`` entry in the module it belongs to (with
 its rule and summary beside it) plus its tests against real Caffe.  Every consumer
@@ -33,6 +34,7 @@ from pynetbuilder.kinds import (
     data,
     detection,
     elementwise,
+    forks,
     outputs,
     pooling,
     resize,
@@ -55,7 +57,8 @@ __all__ = [
     "types_with", "v1_type",
 ]
 
-_MODULES = (data, convolution, pooling, elementwise, structure, resize, detection, outputs)
+_MODULES = (data, convolution, pooling, elementwise, structure, resize, detection, outputs,
+            forks)
 
 
 def _collect() -> MappingProxyType[str, LayerKind]:

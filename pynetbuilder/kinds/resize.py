@@ -10,6 +10,10 @@ from pynetbuilder.kinds.base import LayerCost, LayerLike, Shape, float32, kind, 
 def _upsample(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
               ) -> LayerCost:
     """Nearest-neighbour: the last axis (``dims_num`` 3) or last two (4) times ``scale``."""
+    from pynetbuilder.kinds.forks import is_segnet_upsample, segnet_upsample
+
+    if is_segnet_upsample(layer):  # SegNet's unpooling Upsample (read through its dialect)
+        return segnet_upsample(layer, bottoms)
     p = layer.upsample_param
     if p.dims_num not in (3, 4):
         raise refuse(layer, "dims_num must be 3 or 4")

@@ -3,32 +3,32 @@
 ``build(name, **knobs)`` returns the lego-built :class:`~pynetbuilder.Net`;
 ``list()`` names every family.  Each module of this package that defines a
 ``FAMILIES`` list of :class:`Family` (function, dataset, named reference
-configurations) contributes those families; ``registry.py`` has the rules a
-family function follows.
+configurations) contributes those families, and :data:`MODULES` names the module of
+each family, so a command imports only the family it builds (a test checks the table
+against every module); ``registry.py`` has the rules a family function follows.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
-import pkgutil
+from types import MappingProxyType
 from typing import Any
 
 from pynetbuilder.graph import Net
 from pynetbuilder.models.registry import Family, KnobError, Registry
 from pynetbuilder.models.resnet_imagenet import resnet_imagenet
 
+# family name -> the module of this package whose FAMILIES list defines it
+MODULES = MappingProxyType({
+    "alexnet": "alexnet", "densenet": "densenet", "mobilenet": "mobilenet",
+    "pyramidnet": "pyramidnet", "resnet": "resnet_cifar", "resnet_imagenet": "resnet_imagenet",
+    "resnet_preact": "resnet_preact", "se_resnet_preact": "resnet_preact",
+    "resnext": "resnext", "shake_shake": "shake_shake", "squeezenet": "squeezenet",
+    "tresnet": "tresnet", "vgg": "vgg_cifar", "vgg16": "vgg_imagenet", "vgg19": "vgg_imagenet",
+    "wrn": "wrn",
+})
 
-def _discover() -> builtins.list[Family]:
-    """Every ``FAMILIES`` list of a module in this package, in module-name order."""
-    found = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        found.extend(getattr(module, "FAMILIES", []))
-    return found
-
-
-FAMILIES = Registry(_discover())
+FAMILIES = Registry(__name__, MODULES)
 
 
 def build(name: str, data: Any = None, **knobs: Any) -> Net:

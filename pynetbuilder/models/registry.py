@@ -24,6 +24,7 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from pynetbuilder.errors import UsageError
@@ -127,8 +128,9 @@ class Family:
             if unknown:
                 raise ValueError(f"{self.name} reference {label} has unknown knobs {unknown}")
 
-    @property
+    @cached_property
     def knobs(self) -> dict[str, Knob]:
+        """The family function's keyword arguments as knobs (read once, kept)."""
         hints = typing.get_type_hints(self.function)
         return {
             p.name: Knob(p.name, hints[p.name], p.default)
@@ -158,26 +160,29 @@ class Family:
 
 
 class Registry:
-    """Families by name (read-only after construction)."""
+    """Families by name, each imported from its module when first asked for (a
+    command builds one family: it need not import the others)."""
 
-    def __init__(self, families: builtins.list[Family]):
-        self._families = {f.name: f for f in families}
-        if len(self._families) != len(families):
-            raise ValueError("two families share a name")
+    def __init__(self, package: str, modules: Mapping[str, str]):
+        self._package = package
+        self._modules = modules
 
     def names(self) -> builtins.list[str]:
-        return sorted(self._families)
+        return sorted(self._modules)
 
     def __getitem__(self, name: str) -> Family:
-        try:
-            return self._families[name]
-        except KeyError:
+        module = self._modules.get(name)
+        if module is None:
             raise UsageError(
                 f"unknown model {name!r}; known models: {', '.join(self.names())}"
-            ) from None
+            )
+        import importlib
+
+        families = importlib.import_module(f"{self._package}.{module}").FAMILIES
+        return next(f for f in families if f.name == name)
 
     def __iter__(self):  # noqa: ANN204 - an iterator of families
-        return iter(self._families[n] for n in self.names())
+        return (self[name] for name in self.names())
 
 
 def require(condition: bool, knob: str, accepts: str, got: Any) -> None:

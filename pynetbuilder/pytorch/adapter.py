@@ -1,0 +1,66 @@
+"""The one place the PyTorch backend asks the analyser about a net.
+
+:func:`analysed` turns whatever names a net (a prototxt path, a model spec with
+knob flags, a :class:`~pynetbuilder.graph.Net` built from legos, or a
+``NetParameter``) into the ``NetParameter`` Caffe builds in one phase (``include``/
+``exclude`` applied) and every blob's shape there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from pynetbuilder.kinds.base import Shape
+
+# data layers whose tops become the module's named inputs
+DATA_TYPES = frozenset({
+    "Input", "Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData", "MemoryData",
+    "DummyData", "VideoData",
+})
+
+
+class Analysed(NamedTuple):
+    name: str
+    net: Any  # NetParameter of the phase
+    shapes: dict[str, Shape]  # every blob's final shape
+    phase: str  # train, test or deploy
+
+
+def analysed(
+    net: Any,
+    knobs: Sequence[str] = (),
+    *,
+    phase: str = "deploy",
+    input_shape: tuple[int, ...] | None = None,
+) -> Analysed:
+    """``net`` in ``phase``: its phase-filtered ``NetParameter`` and blob shapes.
+
+    ``net`` is a prototxt path or model spec (as ``pynetbuilder analyze`` takes it),
+    a :class:`~pynetbuilder.graph.Net`, or a ``NetParameter`` (analysed as a prototxt
+    read from disk).  Bad input raises ``UsageError`` / ``NetError`` with one line.
+    """
+    from pynetbuilder.errors import NetError
+    from pynetbuilder.graph import Net
+    from pynetbuilder.inspect import filter_phase, input_shapes, load
+    from pynetbuilder.report import analyze
+
+    if isinstance(net, str):
+        inspected = load(net, knobs, phase=phase, input_shape=input_shape)
+        report, proto, name = inspected.report, inspected.net, inspected.name
+    elif isinstance(net, Net):
+        proto = net.to_proto(phase)
+        report, name = net.report(phase), net.name
+    else:  # a NetParameter
+        proto = filter_phase(net, phase)
+        inputs, declared, _ = input_shapes(proto, input_shape)
+        report = analyze(proto, inputs=inputs, declared=declared, phase=phase)
+        name = proto.name
+    if report.skipped:
+        s = report.skipped[0]
+        raise NetError(f"layer {s.name!r} ({s.type}) cannot be analysed: {s.reason}")
+    return Analysed(name, proto, _final_shapes(proto, report.blob_shapes), phase)
+
+
+def _final_shapes(proto: Any, shapes: Mapping[str, Shape]) -> dict[str, Shape]:
+    return {k: tuple(int(d) for d in v) for k, v in shapes.items()}

@@ -1,0 +1,239 @@
+"""Run real Caffe (pycaffe) on a net in a child process and bring back every blob.
+
+Caffe aborts the whole process on a failed check, and a Python layer's teardown
+can crash it, so each run is a child ``python -m pynetbuilder.pytorch.caffe_oracle
+DIR``: the parent writes ``net.prototxt``, ``inputs.npz`` and ``request.json`` into
+``DIR``; the child writes ``result.npz`` (and ``weights.caffemodel`` when it made
+random weights).  Randomness is replayed: the child seeds Caffe's generator right
+before the forward pass, and :class:`CaffeNoise` draws the same Dropout masks
+(Caffe's ``caffe_rng_bernoulli``: boost's mt19937, seeded as NumPy's legacy
+``RandomState``) and the same ShakeShake coefficients (their ``param_str`` seed).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pynetbuilder.schema import caffe_pb2
+
+SHAKE = ("pynetbuilder.caffe_layers.shake_shake", "ShakeShake")
+
+
+class CaffeError(RuntimeError):
+    """Caffe refused the net or crashed (the message carries its last log lines)."""
+
+
+@dataclass
+class CaffeRun:
+    blobs: dict[str, np.ndarray]  # every blob after the forward pass
+    params: dict[str, list[np.ndarray]]  # parameter blobs after the forward pass
+    diffs: dict[str, np.ndarray] = field(default_factory=dict)  # blob diffs after backward
+    param_diffs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    weights: Path | None = None  # the random weights Caffe was given, when it made them
+
+
+def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
+                drop_types: tuple[str, ...] = ()) -> Any:
+    """``net`` (one phase's NetParameter) as Caffe can run it without data: every data
+    layer an ``Input`` layer of the analysed shapes, ShakeShake layers seeded
+    (``seed + i`` for the i-th), layers of ``drop_types`` removed."""
+    from pynetbuilder.pytorch.adapter import DATA_TYPES
+
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    del out.layer[:]
+    shake = 0
+    for layer in net.layer:
+        if layer.type in drop_types:
+            continue
+        new = out.layer.add()
+        if layer.type in DATA_TYPES and layer.type != "Input":
+            new.name, new.type = layer.name, "Input"
+            new.top.extend(layer.top)
+            for top in layer.top:
+                new.input_param.shape.add().dim.extend(shapes[top])
+            continue
+        new.CopyFrom(layer)
+        del new.include[:]
+        del new.exclude[:]
+        if layer.type == "Python" and (layer.python_param.module,
+                                       layer.python_param.layer) == SHAKE:
+            new.python_param.param_str = json.dumps({"seed": seed + shake})
+            shake += 1
+    return out
+
+
+def run_caffe(
+    net: Any,
+    phase: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    top_diffs: Mapping[str, np.ndarray] | None = None,
+    backward: bool = False,
+    keep: Path | None = None,
+    timeout: float = 1800,
+) -> CaffeRun:
+    """Forward (and with ``backward`` a backward pass) in real Caffe.  ``net`` must be
+    ready (:func:`caffe_ready`).  Without ``weights`` every parameter blob is set to
+    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights`` in
+    ``keep`` (a folder that outlives the call), else in a temporary folder."""
+    from pynetbuilder.schema import to_text
+
+    folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
+    proto = caffe_pb2.NetParameter()
+    proto.CopyFrom(net)
+    if backward:
+        proto.force_backward = True
+    (folder / "net.prototxt").write_text(to_text(proto))
+    names = list(inputs)
+    np.savez(folder / "inputs.npz", *[np.asarray(inputs[n], dtype=np.float32) for n in names])
+    diff_names = list(top_diffs or {})
+    if top_diffs:
+        np.savez(folder / "top_diffs.npz", *[np.asarray(top_diffs[n], np.float32)
+                                              for n in diff_names])
+    request = {"phase": phase, "inputs": names, "weights": str(weights) if weights else None,
+               "seed": seed, "backward": backward, "top_diffs": diff_names}
+    (folder / "request.json").write_text(json.dumps(request))
+    proc = subprocess.run([sys.executable, "-m", "pynetbuilder.pytorch.caffe_oracle",
+                           str(folder)], capture_output=True, text=True, timeout=timeout)
+    if not (folder / "result.json").exists():
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        fatal = [ln for ln in lines if ln.startswith(("F", "E")) or "Error" in ln]
+        raise CaffeError("Caffe failed: " + " | ".join((fatal or lines)[-3:]))
+    meta = json.loads((folder / "result.json").read_text())
+    with np.load(folder / "result.npz") as data:
+        arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+    run = CaffeRun({}, {})
+    for (kind, name, index), arr in zip(meta, arrays):
+        if kind == "blob":
+            run.blobs[name] = arr
+        elif kind == "diff":
+            run.diffs[name] = arr
+        elif kind == "param":
+            run.params.setdefault(name, []).append(arr)
+        else:
+            run.param_diffs.setdefault(name, []).append(arr)
+    if weights is None:
+        run.weights = folder / "weights.caffemodel"
+    return run
+
+
+class CaffeNoise:
+    """Caffe's random draws, for a module's Dropout and ShakeShake layers (set as their
+    ``noise``), in the order the forward pass asks for them."""
+
+    def __init__(self, seed: int) -> None:
+        self.mt = np.random.RandomState(seed)  # boost::mt19937(seed): same generator
+        self.seed = seed
+        self.shake: dict[int, np.random.Generator] = {}
+        self.shake_order: list[int] = []
+
+    def __call__(self, module: Any, shape: Any):
+        import torch
+
+        if hasattr(module, "ratio"):  # Dropout: caffe_rng_bernoulli(count, 1 - ratio)
+            count = int(np.prod(shape))
+            draws = self.mt.randint(0, 2**32, size=count, dtype=np.uint64).astype(np.uint32)
+            p = np.float32(1.0 - float(np.float32(module.ratio)))
+            if p == 0:
+                mask = np.zeros(count, dtype=np.float32)
+            else:
+                mask = (draws.astype(np.float32) <= p * np.float32(4294967295.0))
+            return torch.from_numpy(mask.astype(np.float32).reshape(shape))
+        key = id(module)  # ShakeShake: its own generator, seeded seed + i
+        if key not in self.shake:
+            self.shake[key] = np.random.default_rng(self.seed + len(self.shake))
+        rng = self.shake[key]
+        alpha = rng.uniform(0.0, 1.0, size=shape)
+        beta = rng.uniform(0.0, 1.0, size=shape)
+        return torch.from_numpy(alpha), torch.from_numpy(beta)
+
+
+def random_weights(net: Any, seed: int) -> None:
+    """Every parameter blob of a pycaffe net random: weights ~ N(0, 1/fan_in), biases
+    and shifts ~ N(0, 0.1), scales ~ U(0.5, 1.5), BatchNorm means ~ N(0, 0.1) and
+    variances ~ U(0.5, 1.5) times a scale factor ~ U(0.5, 2) (all positive)."""
+    rng = np.random.default_rng(seed)
+    for name, blobs in net.params.items():
+        kind = net.layer_dict[name].type
+        for i, blob in enumerate(blobs):
+            shape = blob.data.shape
+            if kind == "BatchNorm":
+                continue
+            if kind in ("Scale", "Normalize") and i == 0:
+                value = rng.uniform(0.5, 1.5, size=shape)
+            elif kind == "PReLU":
+                value = rng.uniform(0.0, 0.5, size=shape)
+            elif i == 0 and len(shape) >= 2:
+                fan_in = int(np.prod(shape[1:])) if kind != "InnerProduct" else shape[-1]
+                value = rng.normal(0.0, 1.0 / np.sqrt(max(fan_in, 1)), size=shape)
+            else:
+                value = rng.normal(0.0, 0.1, size=shape)
+            blob.data[...] = value
+        if kind == "BatchNorm":
+            sf = rng.uniform(0.5, 2.0)
+            blobs[0].data[...] = rng.normal(0.0, 0.1, size=blobs[0].data.shape) * sf
+            blobs[1].data[...] = rng.uniform(0.5, 1.5, size=blobs[1].data.shape) * sf
+            blobs[2].data[...] = sf
+
+
+def _child(folder: Path) -> None:
+    import caffe
+
+    caffe.set_mode_cpu()
+    request = json.loads((folder / "request.json").read_text())
+    phase = caffe.TRAIN if request["phase"] == "train" else caffe.TEST
+    net = caffe.Net(str(folder / "net.prototxt"), phase)
+    if request["weights"]:
+        net.copy_from(request["weights"])
+    else:
+        random_weights(net, request["seed"])
+        net.save(str(folder / "weights.caffemodel"))
+    with np.load(folder / "inputs.npz") as data:
+        for i, name in enumerate(request["inputs"]):
+            net.blobs[name].data[...] = data[f"arr_{i}"]
+    caffe.set_random_seed(request["seed"])
+    net._forward(0, len(net.layers) - 1)
+    meta: list[tuple[str, str, int]] = []
+    arrays: list[np.ndarray] = []
+    for name, blob in net.blobs.items():
+        meta.append(("blob", name, 0))
+        arrays.append(blob.data.copy())
+    for name, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            meta.append(("param", name, i))
+            arrays.append(blob.data.copy())
+    if request["backward"]:
+        if request["top_diffs"]:
+            with np.load(folder / "top_diffs.npz") as data:
+                for i, name in enumerate(request["top_diffs"]):
+                    net.blobs[name].diff[...] = data[f"arr_{i}"]
+        net._backward(len(net.layers) - 1, 0)
+        for name, blob in net.blobs.items():
+            meta.append(("diff", name, 0))
+            arrays.append(blob.diff.copy())
+        for name, blobs in net.params.items():
+            for i, blob in enumerate(blobs):
+                meta.append(("param_diff", name, i))
+                arrays.append(blob.diff.copy())
+    np.savez(folder / "result.npz", *arrays)
+    (folder / "result.json").write_text(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    import os
+
+    _child(Path(sys.argv[1]))
+    sys.stdout.flush()
+    os._exit(0)  # skip pycaffe's teardown (a Python layer's can crash it)

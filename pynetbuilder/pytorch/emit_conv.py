@@ -1,0 +1,94 @@
+"""Convolution, Deconvolution and InnerProduct (weights in Caffe's blob layout)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis, param, spatial
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+class Convolution(CaffeLayer):
+    def __init__(self, weight: Shape, bias: bool, stride, pad, dilation, group: int,
+                 transposed: bool) -> None:
+        super().__init__()
+        fan_in = math.prod(weight[1:]) if not transposed else math.prod(weight[1:]) * group
+        self.weight = param(weight, fan_in)
+        out = weight[1] * group if transposed else weight[0]
+        self.bias = param((out,), fan_in) if bias else None
+        self.blob_names = ("weight", "bias") if bias else ("weight",)
+        self.stride, self.pad, self.dilation, self.group = stride, pad, dilation, group
+        self.transposed = transposed
+        nd = len(weight) - 2
+        self.fn = (_DECONV if transposed else _CONV)[nd]
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transposed:
+            return self.fn(x, self.weight, self.bias, self.stride, self.pad, 0, self.group,
+                           self.dilation)
+        return self.fn(x, self.weight, self.bias, self.stride, self.pad, self.dilation,
+                       self.group)
+
+    def forward(self, *xs: torch.Tensor):
+        if len(xs) == 1:
+            return self._one(xs[0])
+        return tuple(self._one(x) for x in xs)
+
+
+def _geometry(layer: Any, bottom: Shape) -> tuple:
+    p = layer.convolution_param
+    nd = len(bottom) - 2
+    if nd not in _CONV:
+        raise EmitError(f"{layer.type} layer {layer.name!r}: {nd}-d spatial input is not supported")
+    if p.axis != 1:
+        raise EmitError(f"{layer.type} layer {layer.name!r}: convolution_param.axis {p.axis} "
+                        "is not supported (channels must be axis 1)")
+    kernel = spatial(p, "kernel", 0, nd)
+    return (nd, kernel, spatial(p, "stride", 1, nd), spatial(p, "pad", 0, nd),
+            spatial(p, "dilation", 1, nd))
+
+
+def convolution(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.convolution_param
+    nd, kernel, stride, pad, dilation = _geometry(layer, bottoms[0])
+    weight = (p.num_output, bottoms[0][1] // p.group, *kernel)
+    return Convolution(weight, p.bias_term, stride, pad, dilation, p.group, False)
+
+
+def deconvolution(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.convolution_param
+    nd, kernel, stride, pad, dilation = _geometry(layer, bottoms[0])
+    weight = (bottoms[0][1], p.num_output // p.group, *kernel)
+    return Convolution(weight, p.bias_term, stride, pad, dilation, p.group, True)
+
+
+class InnerProduct(CaffeLayer):
+    def __init__(self, axis: int, k: int, n: int, bias: bool, transpose: bool) -> None:
+        super().__init__()
+        self.weight = param((k, n) if transpose else (n, k), k)
+        self.bias = param((n,), k) if bias else None
+        self.blob_names = ("weight", "bias") if bias else ("weight",)
+        self.axis, self.transpose = axis, transpose
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(self.axis) if self.axis < x.dim() - 1 else x
+        if x.dim() == self.axis:  # K = 1 past the last axis
+            x = x.unsqueeze(-1)
+        if self.transpose:
+            y = x @ self.weight
+            return y + self.bias if self.bias is not None else y
+        return F.linear(x, self.weight, self.bias)
+
+
+def inner_product(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.inner_product_param
+    b = bottoms[0]
+    axis = caffe_axis(p.axis, len(b))
+    k = math.prod(b[axis:])
+    return InnerProduct(axis, k, p.num_output, p.bias_term, p.transpose)

@@ -1,0 +1,102 @@
+"""Pooling exactly as Caffe's C++: ceil (or floor) rounding, the last window kept
+only if it starts inside the image or its left padding (when padded), AVE's
+divisor counting the padding up to the padded border and no further."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, spatial
+
+FLT_MAX = 3.4028234663852886e38
+
+
+def _ranges(size: int, k: int, s: int, p: int, out: int) -> list[tuple[int, int]]:
+    """Caffe's (start, end) of each window along one axis, before clipping to the image:
+    ``end = min(start + k, size + p)``."""
+    return [(o * s - p, min(o * s - p + k, size + p)) for o in range(out)]
+
+
+def ave_divisor(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                pad: tuple[int, int], out: tuple[int, int]) -> torch.Tensor:
+    """Caffe's AVE ``pool_size`` of every output position (out_h x out_w)."""
+    rows = [e - b for b, e in _ranges(size[0], kernel[0], stride[0], pad[0], out[0])]
+    cols = [e - b for b, e in _ranges(size[1], kernel[1], stride[1], pad[1], out[1])]
+    return torch.tensor([[float(r * c) for c in cols] for r in rows], dtype=torch.float32)
+
+
+def _torch_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """PyTorch's pooled size (its ceil rule drops a window starting past input + pad)."""
+    n = size + 2 * p - k
+    out = (-(-n // s) if ceil else n // s) + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+class Pooling(CaffeLayer):
+    """MAX or AVE pooling over N,C,H,W; ``native`` when PyTorch's own pooling with
+    the same padding and its ceil/floor rule gives Caffe's windows, else the input
+    is padded explicitly (-FLT_MAX, Caffe's initial max, or 0) to cover every Caffe
+    window and divided by Caffe's divisor."""
+
+    def __init__(self, method: str, kernel, stride, pad, native_ceil: bool | None,
+                 extra: tuple[int, int], divisor: torch.Tensor | None, tops: int) -> None:
+        super().__init__()
+        self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
+        self.native_ceil, self.extra, self.tops = native_ceil, extra, tops
+        if divisor is not None:
+            self.register_buffer("divisor", divisor, persistent=False)
+
+    def forward(self, x: torch.Tensor):
+        y = self._pool(x)
+        return y if self.tops == 1 else (y,) * self.tops
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native_ceil is not None:
+            if self.method == "MAX":
+                return F.max_pool2d(x, self.kernel, self.stride, self.pad,
+                                    ceil_mode=self.native_ceil)
+            return F.avg_pool2d(x, self.kernel, self.stride, self.pad,
+                                ceil_mode=self.native_ceil, count_include_pad=True)
+        (ph, pw), (eh, ew) = self.pad, self.extra
+        if self.method == "MAX":
+            padded = F.pad(x, (pw, ew, ph, eh), value=-FLT_MAX)
+            return F.max_pool2d(padded, self.kernel, self.stride)
+        padded = F.pad(x, (pw, ew, ph, eh))
+        return F.avg_pool2d(padded, self.kernel, self.stride, divisor_override=1) / self.divisor
+
+
+def pooling(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.pooling_param
+    method = p.PoolMethod.Name(p.pool)
+    b = bottoms[0]
+    if len(b) != 4:
+        raise EmitError(f"Pooling layer {layer.name!r}: needs an N,C,H,W input, got {b}")
+    if method not in ("MAX", "AVE"):
+        raise EmitError(f"Pooling layer {layer.name!r}: {method} pooling has no PyTorch "
+                        "emitter (Caffe implements it on GPU only)")
+    h, w = b[2:]
+    out = tuple(tops[0][2:])
+    if p.global_pooling:
+        kernel, stride, pad = (h, w), (1, 1), (0, 0)
+    else:
+        kernel, stride, pad = (spatial(p, "kernel", 0, 2), spatial(p, "stride", 1, 2),
+                               spatial(p, "pad", 0, 2))
+    native = None
+    if all(pd * 2 <= k for pd, k in zip(pad, kernel)):  # PyTorch's own limit
+        for ceil in (False, True):
+            if all(_torch_out(n, k, s, pd, ceil) == o
+                   for n, k, s, pd, o in zip((h, w), kernel, stride, pad, out)):
+                native = ceil
+                break
+    # explicit padding on the far side so that every Caffe window is inside
+    extra = tuple((o - 1) * s + k - n - pd for n, k, s, pd, o in zip((h, w), kernel, stride,
+                                                                      pad, out))
+    divisor = None
+    if native is None and method == "AVE":
+        divisor = ave_divisor((h, w), kernel, stride, pad, out)
+    return Pooling(method, kernel, stride, pad, native, extra, divisor, len(layer.top))

@@ -1,0 +1,132 @@
+"""The PyTorch module of a Caffe net: one submodule per Caffe layer, run in order.
+
+``forward(**inputs)`` takes the input blobs (``Input`` layers, header inputs and
+data layers' tops) by name and returns the net's output blobs by name (Caffe's
+outputs: blobs that no later layer reads).  In-place layers rebind the same name,
+as Caffe overwrites the same blob.  A BatchNorm followed by a per-channel Scale on
+its output runs as one ``batch_norm`` call with the Scale as its affine part.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pynetbuilder.pytorch.adapter import DATA_TYPES, Analysed
+from pynetbuilder.pytorch.base import CaffeLayer
+from pynetbuilder.pytorch.emit_norm import BatchNorm, Scale
+from pynetbuilder.pytorch.emitters import emitter_for
+
+
+class _BatchNormScale:
+    """BatchNorm then Scale as one operation (not a module: the two layers keep their
+    own parameters, so weights still map one-to-one to Caffe's layers)."""
+
+    def __init__(self, bn: BatchNorm, scale: Scale) -> None:
+        self.bn, self.scale = bn, scale
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn.affine(x, self.scale.weight, self.scale.bias)
+
+
+class CaffeNet(nn.Module):
+    """See the module doc.  ``layer_modules``: Caffe layer name -> submodule (layers
+    with an emitter, in net order); ``inputs``/``outputs``: blob names."""
+
+    def __init__(self, analysed: Analysed, fuse: bool = True) -> None:
+        super().__init__()
+        net, shapes, phase = analysed.net, analysed.shapes, analysed.phase
+        self.phase = phase
+        self.net_name = analysed.name
+        self.net_param = net  # the phase's NetParameter (weights are written with it)
+        self.blob_shapes = dict(shapes)
+        inputs: list[str] = list(net.input)
+        self.attr_of: dict[str, str] = {}
+        steps: list[tuple[Any, tuple[str, ...], tuple[str, ...]]] = []
+        layer_steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        available: dict[str, None] = dict.fromkeys(inputs)
+        self.loss_weights: dict[str, float] = {}
+        for layer in net.layer:
+            bottoms, tops = tuple(layer.bottom), tuple(layer.top)
+            for b in bottoms:
+                available.pop(b, None)
+            available.update(dict.fromkeys(tops))
+            if layer.type in DATA_TYPES:
+                inputs.extend(t for t in tops if t not in inputs)
+                continue
+            module = emitter_for(layer)(
+                layer, [shapes[b] for b in bottoms], [shapes[t] for t in tops], phase
+            )
+            attr = self._attr_name(layer.name)
+            self.add_module(attr, module)
+            self.attr_of[layer.name] = attr
+            steps.append((module, bottoms, tops))
+            layer_steps.append((layer.name, bottoms, tops))
+            for j, top in enumerate(tops):
+                weight = layer.loss_weight[j] if j < len(layer.loss_weight) else (
+                    1.0 if j == 0 and layer.type.endswith("Loss") else 0.0)
+                if weight:
+                    self.loss_weights[top] = float(weight)
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(available)
+        self._steps = _fused(steps) if fuse else steps
+
+    def _attr_name(self, name: str) -> str:
+        attr = name.replace(".", "_") or "_"
+        while hasattr(self, attr) or keyword.iskeyword(attr):
+            attr = "layer_" + attr
+        return attr
+
+    @property
+    def layer_modules(self) -> dict[str, CaffeLayer]:
+        return {name: getattr(self, attr) for name, attr in self.attr_of.items()}
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        blobs = self.run(inputs)
+        return {name: blobs[name] for name in self.outputs}
+
+    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every blob after the forward pass (an in-place blob holds its last value)."""
+        blobs = dict(inputs)
+        for fn, bottoms, tops in self._steps:
+            out = fn(*[blobs[b] for b in bottoms])
+            if len(tops) == 1:
+                blobs[tops[0]] = out
+            else:
+                for top, value in zip(tops, out):
+                    blobs[top] = value
+        return blobs
+
+    def loss(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Caffe's net loss: the sum of each loss-weighted top, times its weight."""
+        terms = [blobs[t].sum() * w for t, w in self.loss_weights.items()]
+        if not terms:
+            raise ValueError(f"net {self.net_name!r} has no loss (no top with a loss_weight)")
+        return torch.stack(terms).sum()
+
+
+def _fused(steps: list) -> list:
+    """Fold each BatchNorm whose output the next layer, a per-channel Scale, rewrites
+    in place into one step."""
+    out = []
+    i = 0
+    while i < len(steps):
+        module, bottoms, tops = steps[i]
+        if (isinstance(module, BatchNorm) and i + 1 < len(steps)
+                and isinstance(steps[i + 1][0], Scale)):
+            scale, s_bottoms, s_tops = steps[i + 1]
+            if (s_bottoms == tops and s_tops == tops and scale.weight is not None
+                    and scale.weight.dim() == 1 and len(scale.view) >= 2
+                    and scale.view[1] == scale.weight.numel() == math.prod(scale.view)
+                    and scale.weight.numel() == module.mean.numel()):
+                out.append((_BatchNormScale(module, scale), bottoms, tops))
+                i += 2
+                continue
+        out.append(steps[i])
+        i += 1
+    return out

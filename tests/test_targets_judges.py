@@ -1,0 +1,146 @@
+"""Nets written with --target, judged by real executors: real Caffe (the written net
+computes what the original computes) and OpenCV 4.x's Caffe importer (outputs equal
+to real Caffe's; the opencv profile's layer list equals what cv2 can create)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from pynetbuilder import models
+from pynetbuilder.kinds import KINDS
+from pynetbuilder.schema import to_text
+from pynetbuilder.targets import load_profile
+from pynetbuilder.targets.writer import EXTEND_SUFFIX, extension_weights, for_target
+
+cv2 = pytest.importorskip("cv2")
+
+
+def random_weights(net, seed: int) -> None:
+    """Fill every parameter blob of a pycaffe net; BatchNorm statistics kept sane
+    (positive variance, moving-average factor 1)."""
+    rng = np.random.default_rng(seed)
+    for name, blobs in net.params.items():
+        layer_type = net.layers[list(net._layer_names).index(name)].type
+        for i, blob in enumerate(blobs):
+            data = rng.normal(0, 0.1, blob.data.shape).astype(np.float32)
+            if layer_type == "BatchNorm":
+                data = [rng.normal(0, 0.1, blob.data.shape), rng.uniform(0.5, 1.5, blob.data.shape),
+                        np.ones(blob.data.shape)][i].astype(np.float32)
+            if layer_type == "Scale" and i == 0:
+                data = rng.uniform(0.5, 1.5, blob.data.shape).astype(np.float32)
+            blob.data[...] = data
+
+
+def caffe_with_weights(caffe, tmp_path, proto, seed: int):
+    path = tmp_path / "original.prototxt"
+    path.write_text(to_text(proto))
+    net = caffe.Net(str(path), caffe.TEST)
+    random_weights(net, seed)
+    weights = tmp_path / "original.caffemodel"
+    net.save(str(weights))
+    return net, weights
+
+
+def test_floor_target_extension_is_exact_in_real_caffe(caffe, tmp_path):
+    """SqueezeNet-1.0's pool4 (54 -> 27 by Caffe's ceil, 26 by a floor) written for
+    rknn2: the extended net gives bit-identical pooling and output in real Caffe."""
+    proto = models.build("squeezenet").to_proto("deploy")
+    original, weights = caffe_with_weights(caffe, tmp_path, proto, seed=1)
+    written = for_target(proto, "rknn2")
+    assert [la.name for la in written.layer if la.name.endswith(EXTEND_SUFFIX)] == [
+        "pool4" + EXTEND_SUFFIX]
+    path = tmp_path / "rknn2.prototxt"
+    path.write_text(to_text(written))
+    target = caffe.Net(str(path), str(weights), caffe.TEST)  # the extension: bilinear filler
+    extend = target.params["pool4" + EXTEND_SUFFIX][0].data
+    layer = next(la for la in written.layer if la.name == "pool4" + EXTEND_SUFFIX)
+    assert np.array_equal(extend, extension_weights(layer))
+    assert target.blobs["pool4" + EXTEND_SUFFIX].data.shape[2:] == (55, 55)
+    # 55 - 3 is even: ceil and floor agree on the extended input
+    assert target.blobs["pool4"].data.shape == original.blobs["pool4"].data.shape
+    x = np.random.default_rng(2).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    original.blobs["data"].data[...] = x
+    target.blobs["data"].data[...] = x
+    original.forward()
+    target.forward()
+    assert np.array_equal(original.blobs["pool4"].data, target.blobs["pool4"].data)
+    assert np.array_equal(original.blobs["prob"].data, target.blobs["prob"].data)
+
+
+@pytest.mark.parametrize("family,knobs", [("mobilenet", {"width_multiplier": 0.25}),
+                                          ("squeezenet", {}),
+                                          ("resnet_imagenet", {"blocks": (1, 1, 1, 1)})])
+def test_opencv_runs_the_net_written_for_it_with_caffes_outputs(caffe, tmp_path, family, knobs):
+    proto = models.build(family, **knobs).to_proto("deploy")
+    written = for_target(proto, "opencv")
+    original, weights = caffe_with_weights(caffe, tmp_path, written, seed=3)
+    deploy = tmp_path / "original.prototxt"  # what caffe_with_weights wrote: the target's net
+    x = np.random.default_rng(4).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    original.blobs["data"].data[...] = x
+    original.forward()
+    last = [la.name for la in written.layer][-2]  # the layer before the Softmax: the logits
+    reference = original.blobs[last].data.copy()
+    cv_net = cv2.dnn.readNetFromCaffe(str(deploy), str(weights))
+    cv_net.setInput(x)
+    got = cv_net.forward(last)
+    assert got.shape == reference.shape
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+_PROBE = textwrap.dedent('''
+    import cv2, json, sys, tempfile, numpy as np
+    found = {}
+    for t in sys.argv[1:]:
+        text = ('input: "data" input_shape { dim: 1 dim: 4 dim: 9 dim: 9 }\\n'
+                f'layer {{ name: "l" type: "{t}" bottom: "data" top: "out" }}\\n')
+        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+            f.write(text)
+        try:
+            net = cv2.dnn.readNetFromCaffe(f.name)
+            net.setInput(np.zeros((1, 4, 9, 9), np.float32))
+            net.forward()
+            found[t] = True
+        except cv2.error as exc:
+            found[t] = "Can't create layer" not in str(exc)
+    print(json.dumps(found))
+''')
+
+
+def test_opencv_profile_lists_exactly_the_types_cv2_can_create():
+    """One-layer nets of every registered type (and every type the profile names):
+    cv2 either creates the layer (it may then complain about missing settings or
+    weights) or says "Can't create layer"; the profile agrees type by type."""
+    profile = load_profile("opencv")
+    types = sorted((set(KINDS) | profile.supported) - {"Input", "BatchNorm"})
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *types], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    created = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {t for t, ok in created.items() if ok} == profile.supported & set(types)
+
+
+def test_opencv_drops_a_pooling_setting_it_does_not_know(tmp_path):
+    """Why `round_mode` is an unknown field for opencv: with it, cv2 loses the
+    message's kernel size (and fails), where `ceil_mode` is read."""
+    head = 'input: "data" input_shape { dim: 1 dim: 1 dim: 5 dim: 5 }\n'
+    pool = ('layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" '
+            'pooling_param {{ pool: MAX kernel_size: 2 stride: 2 {} }} }}\n')
+    x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
+    shapes = {}
+    for field in ("ceil_mode: false", "ceil_mode: true", "round_mode: FLOOR"):
+        path = tmp_path / "p.prototxt"
+        path.write_text(head + pool.format(field))
+        net = cv2.dnn.readNetFromCaffe(str(path))
+        net.setInput(x)
+        try:
+            shapes[field] = net.forward().shape[2:]
+        except cv2.error as exc:
+            shapes[field] = "kernel" if "kernel" in str(exc) else str(exc)
+    assert shapes == {"ceil_mode: false": (2, 2), "ceil_mode: true": (3, 3),
+                      "round_mode: FLOOR": "kernel"}
