@@ -243,7 +243,7 @@ def test_an_interrupted_overwrite_leaves_the_old_run_whole_or_the_new_run_alone(
         _check_kept(lines[0], "SIGTERM", tmp_path, caffe)
     else:
         assert lines[0].endswith(("; no snapshot was kept; the log is run/train.log",
-                                  "; Caffe had not started")), lines[0]
+                                  "; training had not started")), lines[0]
         assert "stopped at iteration" not in lines[0] or "no snapshot" in lines[0]
 
 
