@@ -245,12 +245,16 @@ _ASIDE = re.compile(r"^\.pnb-previous-run-(\d+)-[0-9a-f]{8}$")
 
 def previous_run(folder: Path, nets_are_ours: bool) -> list[Path]:
     """The files of a previous run in ``folder``: its logs, snapshots, log.csv, plots,
-    and with ``nets_are_ours`` (the nets were written by ``train MODEL``) its nets."""
+    and with ``nets_are_ours`` (the nets were written by ``train MODEL``) its nets.  An
+    empty ``snapshots/`` holds nothing to lose and is not one."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     names = [*RUN_OUTPUTS, *(NET_FILES if nets_are_ours else ())]
     found = [folder / n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+    snaps = folder / SNAPSHOT_DIR
+    if snaps in found and snaps.is_dir() and not any(snaps.iterdir()):
+        found.remove(snaps)
     return found + sorted(folder.glob("train_resumed_*.log"))
 
 
