@@ -30,10 +30,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from pynetbuilder.caffe_process import (
 )
 from pynetbuilder.caffelog import LogTable, Record, parse_line, parse_log
 from pynetbuilder.errors import NetError, UsageError
-from pynetbuilder.io import OutputSet, process_alive, remove, signals_held
 from pynetbuilder.kinds import kind_of
 from pynetbuilder.schema import caffe_pb2
 
@@ -232,80 +230,6 @@ def check_labels(net: Any, base: Path) -> None:
                         f"{scores!r} has {classes} classes (labels 0..{classes - 1}); Caffe "
                         "would read outside its arrays (give the net as many classes as "
                         "the data has)")
-
-
-# ---------------------------------------------------------------- the run folder
-
-# What a run writes in its folder besides the nets (``log.csv`` and the plots:
-# :func:`pynetbuilder.caffelog.plot_files`; train_resumed_<N>.log too).
-RUN_OUTPUTS = ("train.log", "test.log", "log.csv", "loss.png", "accuracy.png", SNAPSHOT_DIR)
-NET_FILES = ("train.prototxt", "test.prototxt", "deploy.prototxt", "solver.prototxt")
-_ASIDE = re.compile(r"^\.pnb-previous-run-(\d+)-[0-9a-f]{8}$")
-
-
-def previous_run(folder: Path, nets_are_ours: bool) -> list[Path]:
-    """The files of a previous run in ``folder``: its logs, snapshots, log.csv, plots,
-    and with ``nets_are_ours`` (the nets were written by ``train MODEL``) its nets.  An
-    empty ``snapshots/`` holds nothing to lose and is not one."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    names = [*RUN_OUTPUTS, *(NET_FILES if nets_are_ours else ())]
-    found = [folder / n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
-    snaps = folder / SNAPSHOT_DIR
-    if snaps in found and snaps.is_dir() and not any(snaps.iterdir()):
-        found.remove(snaps)
-    return found + sorted(folder.glob("train_resumed_*.log"))
-
-
-def start_run(folder: Path, files: Mapping[Path, str],
-              previous: Sequence[Path] = ()) -> tuple[list[Path], Path | None]:
-    """Write a run's ``files`` as one set (:class:`~pynetbuilder.io.OutputSet`) and, in
-    the same step (signals held), move the ``previous`` run's files aside into one
-    hidden folder of ``folder``, so that the folder never holds parts of both runs.
-    Returns (the files written, the hidden folder, None when nothing was moved): the
-    caller deletes it when the run ends.  Hidden folders left by runs killed outright
-    are deleted first.  On any failure (an interrupt) nothing changed."""
-    folder = Path(folder)
-    for entry in folder.iterdir() if folder.is_dir() else ():
-        m = _ASIDE.match(entry.name)
-        if m is not None and not process_alive(int(m[1])):
-            remove(entry)
-    out = OutputSet(overwrite=True)
-    try:
-        for path, text in files.items():
-            out.write(path, text)
-        with signals_held():
-            aside = _move_aside(folder, previous) if previous else None
-            try:
-                written = out.commit()
-            except BaseException:
-                if aside is not None:
-                    _put_back(aside, folder)
-                raise
-    except BaseException:
-        out.abort()
-        raise
-    return written, aside
-
-
-def _move_aside(folder: Path, paths: Sequence[Path]) -> Path:
-    aside = folder / f".pnb-previous-run-{os.getpid()}-{secrets.token_hex(4)}"
-    aside.mkdir()
-    try:
-        for path in paths:
-            os.rename(path, aside / path.name)
-    except BaseException:
-        _put_back(aside, folder)
-        raise
-    return aside
-
-
-def _put_back(aside: Path, folder: Path) -> None:
-    for entry in list(aside.iterdir()):
-        if not (folder / entry.name).exists():
-            os.rename(entry, folder / entry.name)
-    remove(aside)
 
 
 # ---------------------------------------------------------------- training

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from pynetbuilder import datasource, training
+from pynetbuilder import datasource, run_folder, training
 from pynetbuilder import solver as solvers
 from pynetbuilder.caffelog import plot_files, read_logs
 from pynetbuilder.cli import Parser, add_output_flags, finite_float, positive_int
@@ -207,7 +207,7 @@ def _run_checks(plan: Plan, args: argparse.Namespace, *, nets_are_ours: bool) ->
         if torch_only:
             raise UsageError(f"{', '.join(torch_only)} need --engine torch")
         training.caffe_tool()
-    previous = training.previous_run(plan.folder, nets_are_ours)
+    previous = run_folder.previous_run(plan.folder, nets_are_ours)
     if previous and not (args.overwrite or args.resume):
         shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in previous[:4])
         more = f" and {len(previous) - 4} more" if len(previous) > 4 else ""
@@ -406,7 +406,7 @@ def run(plan: Plan, say: Callable[[str], None]) -> training.TrainResult:
     """Write the plan's files (the previous run moved aside with them, when replaced),
     train, evaluate the final weights if the last test was earlier, write log.csv and
     the plots; print as it goes.  An interrupt says what the run folder kept."""
-    written, aside = training.start_run(plan.folder, plan.files, plan.previous)
+    written, aside = run_folder.start_run(plan.folder, plan.files, plan.previous)
     try:
         for path in written:
             say(f"wrote {path}")
