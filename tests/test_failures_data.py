@@ -6,6 +6,7 @@ with the lmdb library and Caffe's own ``Datum`` (pycaffe's caffe_pb2)."""
 from __future__ import annotations
 
 import functools
+import os
 import resource
 import shutil
 import signal
@@ -67,16 +68,17 @@ def _limit_memory(limit: int):
 
 
 def test_a_set_larger_than_memory_is_refused_before_allocating(tmp_path):
-    """2,000 x 2,000 digits: 1,797 images of 4 MB, held twice = 13.4 GiB, refused under a
-    4 GiB address-space limit (the count is scikit-learn's)."""
+    """4,000 x 4,000 digits: 1,797 images of 16 MB, held twice = 53.6 GiB, refused under an
+    8 GiB address-space limit (the count is scikit-learn's)."""
     from sklearn.datasets import load_digits
 
     n = len(load_digits().images)
-    needed = 2 * n * 2000 * 2000
-    done = pnb("data", "--digits", "-o", "big", "--size", "2000", cwd=tmp_path,
-               preexec_fn=_limit_memory(4 << 30))
+    needed = 2 * n * 4000 * 4000
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    done = pnb("data", "--digits", "-o", "big", "--size", "4000", cwd=tmp_path,
+               preexec_fn=_limit_memory(8 << 30), env=one_thread)
     line = one_line(done)
-    assert line.startswith(f"pynetbuilder: error: {n:,} images of 1x2000x2000 ")
+    assert line.startswith(f"pynetbuilder: error: {n:,} images of 1x4000x4000 ")
     assert f"need {needed / 2**30:.1f} GiB of memory, but only " in line
     assert "is available: give a smaller --size" in line
     assert list(tmp_path.iterdir()) == []
