@@ -4,18 +4,27 @@ Caffe's layers do.
 Sources (through :mod:`pynetbuilder.datasource`'s conventions): ``Data`` over LMDB or
 LevelDB (raw or encoded ``Datum``), ``ImageData`` (a ``path label`` list, images read
 with OpenCV, ``new_height``/``new_width`` resizing, ``is_color``), ``HDF5Data``
-(rows of every listed file in order, no transformation, as Caffe's layer).
+(rows of every listed file in order, no transformation, as Caffe's layer, which
+refuses a ``transform_param``).  Relative names inside an image or HDF5 list (and
+``root_folder``) are taken from the run folder, Caffe's working folder.
 
 Order: Caffe reads a source front to back and wraps around.  With ``world`` ranks
-the records are dealt round robin, as Caffe's ``DataReader`` deals them to its
-solvers: record ``g mod N`` of the global sequence ``g = 0, 1, 2 ...`` goes to rank
-``g mod world``; each rank's batches are its next ``batch_size`` records.  The TEST
-layer is read by rank 0 alone, front to back, its position kept between tests.
+the records are dealt round robin, as Caffe's ``DataReader`` deals a ``Data``
+layer's records to its solvers: record ``g mod N`` of the global sequence
+``g = 0, 1, 2 ...`` goes to rank ``g mod world``; each rank's batches are its next
+``batch_size`` records.  (Caffe's ``ImageData`` and ``HDF5Data`` layers have no
+shared reader: there every solver reads the whole source; the engine deals them
+the same round robin way, so that each rank reads its own share.)  The TEST layer is
+read by rank 0 alone, front to back, its position kept between tests.
 
 Transformation (Caffe's ``DataTransformer``): ``crop_size`` at a random offset in
-TRAIN, centred in TEST; ``mirror`` (TRAIN: each image flipped with probability 1/2);
-minus ``mean_file`` (the mean of the uncropped image, cropped with it) or
-``mean_value`` (one per channel, or one for all); times ``scale``.  Random choices
+TRAIN, centred in TEST; ``mirror`` (each image flipped with probability 1/2, in
+either phase, as Caffe does); minus ``mean_file`` (the mean of the uncropped image,
+cropped with it) or ``mean_value`` (one per channel, or one for all); times
+``scale``.  Images decoded by OpenCV (encoded records, ``ImageData``) go through the
+pinned Caffe's ``cv::Mat`` path, which differs with a ``mean_file``: the mean is
+subtracted after mirroring (it is not mirrored), and the cropped image must have
+the mean's size (a smaller crop is refused, as Caffe's check fails).  Random choices
 come from a generator seeded by (seed, rank, batch), so the result does not depend
 on the number of worker processes.  Fields that change the data in ways the engine
 does not reproduce are refused by name.
@@ -56,6 +65,7 @@ class Feed:
     transform: bytes = b""  # serialized TransformationParameter
     image: tuple[bool, int, int, str] = (True, 0, 0, "")  # is_color, new_h, new_w, root
     mean: np.ndarray | None = field(default=None, compare=False)
+    base: Path = Path()  # the run folder: relative names inside image and HDF5 lists
 
 
 def feed_of(net: Any, phase: str, base: Path) -> Feed:
@@ -89,10 +99,16 @@ def feed_of(net: Any, phase: str, base: Path) -> Feed:
         if p.shuffle or p.rand_skip:
             raise UsageError(f"layer {layer.name!r}: image_data_param shuffle/rand_skip (Caffe's "
                              "own random order) is not reproduced")
+        if (p.new_height > 0) != (p.new_width > 0):
+            raise UsageError(f"layer {layer.name!r}: image_data_param needs new_height and "
+                             "new_width together (Caffe's check)")
         image = (p.is_color, p.new_height, p.new_width, p.root_folder)
     else:
         p = layer.hdf5_data_param
         batch = p.batch_size
+        if layer.HasField("transform_param"):
+            raise UsageError(f"layer {layer.name!r}: HDF5Data does not transform data "
+                             "(Caffe refuses a transform_param there)")
         if p.shuffle:
             raise UsageError(f"layer {layer.name!r}: hdf5_data_param.shuffle (Caffe's own "
                              "random order) is not reproduced")
@@ -107,7 +123,7 @@ def feed_of(net: Any, phase: str, base: Path) -> Feed:
     if t.mean_file:
         mean = read_mean(datasource.resolve(t.mean_file, (base,)))
     return Feed(layer.name, layer.type, kind, path, tuple(layer.top), batch,
-                phase == "train", n, t.SerializeToString(), image, mean)
+                phase == "train", n, t.SerializeToString(), image, mean, base)
 
 
 def _check_transform(layer: Any) -> None:
@@ -139,8 +155,9 @@ def read_mean(path: Path) -> np.ndarray:
 
 
 class Reader:
-    """Record ``i`` of a source as ``(image C x H x W float32 or HDF5 rows, label)``;
-    opened lazily in the process that reads (a DataLoader worker)."""
+    """Record ``i`` of a source as ``(image C x H x W float32 or HDF5 rows, label,
+    decoded)`` (``decoded``: the image came through OpenCV); opened lazily in the
+    process that reads (a DataLoader worker)."""
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
@@ -175,11 +192,11 @@ class Reader:
             import h5py
 
             for name in f.source.read_text(encoding="utf-8").split():
-                path = datasource.resolve(name, (f.source.parent, Path.cwd()))
+                path = datasource.resolve(name, (f.base,))
                 with h5py.File(path, "r") as fh:
                     self._h5.append({t: np.asarray(fh[t], dtype=np.float32) for t in f.tops})
 
-    def record(self, i: int) -> tuple[np.ndarray | dict[str, np.ndarray], float]:
+    def record(self, i: int) -> tuple[np.ndarray | dict[str, np.ndarray], float, bool]:
         if self._db is None and self._lines is None and self._h5 is None:
             self._open()
         f = self.feed
@@ -192,16 +209,16 @@ class Reader:
             else:
                 value = self._db.get(key)
             datum = caffe_pb2.Datum.FromString(value)
-            return self._datum_image(datum), float(datum.label)
+            return self._datum_image(datum), float(datum.label), bool(datum.encoded)
         if f.kind == "IMAGE_LIST":
             assert self._lines is not None
             name, label = self._lines[i]
-            return self._file_image(name), float(label)
+            return self._file_image(name), float(label), True
         assert self._h5 is not None
         for rows in self._h5:
             n = len(next(iter(rows.values())))
             if i < n:
-                return {t: rows[t][i] for t in f.tops}, 0.0
+                return {t: rows[t][i] for t in f.tops}, 0.0, False
             i -= n
         raise IndexError(i)
 
@@ -225,7 +242,7 @@ class Reader:
         import cv2
 
         is_color, new_h, new_w, root = self.feed.image
-        path = root + name if root else str(datasource.resolve(name, (Path.cwd(),)))
+        path = str(datasource.resolve(root + name, (self.feed.base,)))
         img = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
         if img is None:
             raise UsageError(f"cannot read the image {path} listed in {self.feed.source}")
@@ -243,12 +260,13 @@ def _chw(img: np.ndarray) -> np.ndarray:
 
 
 def transform(img: np.ndarray, t: Any, mean: np.ndarray | None, train: bool,
-              rng: np.random.Generator | None) -> np.ndarray:
+              rng: np.random.Generator | None, decoded: bool = False) -> np.ndarray:
     """Caffe's ``DataTransformer::Transform`` of one C x H x W image (see the module doc);
-    ``rng`` draws mirror, then the crop's row and column offsets, in TRAIN."""
+    ``rng`` draws mirror (when ``t.mirror``), then the crop's row and column offsets (in
+    TRAIN); ``decoded``: the image came through OpenCV (Caffe's ``cv::Mat`` path)."""
     c, h, w = img.shape
     crop = t.crop_size
-    mirror = bool(t.mirror and train and rng is not None and rng.integers(2))
+    mirror = bool(t.mirror and rng is not None and rng.integers(2))
     y = x = 0
     if crop:
         if h < crop or w < crop:
@@ -263,10 +281,16 @@ def transform(img: np.ndarray, t: Any, mean: np.ndarray | None, train: bool,
     else:
         hh, ww = h, w
     out = img[:, y:y + hh, x:x + ww]
+    if mirror and decoded:  # the cv::Mat path indexes the mean at the mirrored column
+        out = out[:, :, ::-1]
     if mean is not None:
         if mean.shape != img.shape:
             raise UsageError(f"the mean file is {'x'.join(map(str, mean.shape))}, the images "
                              f"{c}x{h}x{w} (Caffe checks they are equal)")
+        if decoded and (hh, ww) != (h, w):
+            raise UsageError(f"crop_size {crop} with a mean_file on {h}x{w} images read "
+                             "through OpenCV (encoded records, ImageData): Caffe's check that "
+                             "the cropped image has the mean's size fails; use mean_value")
         out = out - mean[:, y:y + hh, x:x + ww]
     elif len(t.mean_value):
         values = np.asarray(t.mean_value, np.float32)
@@ -278,7 +302,7 @@ def transform(img: np.ndarray, t: Any, mean: np.ndarray | None, train: bool,
         out = out - values[:, None, None]
     if t.HasField("scale"):
         out = out * np.float32(t.scale)
-    if mirror:
+    if mirror and not decoded:
         out = out[:, :, ::-1]
     return np.ascontiguousarray(out, dtype=np.float32)
 
@@ -307,13 +331,17 @@ class Batches(torch.utils.data.IterableDataset):
         f = self.feed
         b = f.batch_size
         indices = [(self.rank + self.world * (j * b + i)) % f.count for i in range(b)]
-        rng = np.random.default_rng([self.seed, self.rank, j]) if f.train else None
+        rng = None
+        if f.train:
+            rng = np.random.default_rng([self.seed, self.rank, j])
+        elif reader.transform.mirror:  # Caffe mirrors in TEST too
+            rng = np.random.default_rng([self.seed, self.rank, j, 1])
         items = [reader.record(i) for i in indices]
         if f.type == "HDF5Data":
             return {t: torch.from_numpy(np.stack([it[0][t] for it in items]))  # type: ignore
                     for t in f.tops}
-        images = [transform(img, reader.transform, f.mean, f.train, rng)  # type: ignore
-                  for img, _ in items]
+        images = [transform(img, reader.transform, f.mean, f.train, rng, decoded)  # type: ignore
+                  for img, _, decoded in items]
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise UsageError(f"{f.source}: images of different sizes in one batch "
@@ -321,7 +349,7 @@ class Batches(torch.utils.data.IterableDataset):
                              "give crop_size")
         out = {f.tops[0]: torch.from_numpy(np.stack(images))}
         if len(f.tops) > 1:
-            out[f.tops[1]] = torch.tensor([lab for _, lab in items], dtype=torch.float32)
+            out[f.tops[1]] = torch.tensor([lab for _, lab, _ in items], dtype=torch.float32)
         return out
 
 
