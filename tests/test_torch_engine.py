@@ -281,17 +281,21 @@ def test_killing_one_rank_stops_the_run_and_keeps_the_snapshot(digits, tmp_path)
         if log.exists() and "Snapshotting solver state" in log.read_text():
             break
         time.sleep(0.5)
-    victim = None
+    rank1 = {}  # pid -> parent pid: rank 1's process and its DataLoader workers
     for pid in os.listdir("/proc"):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
         if b"pynetbuilder.pytorch.train.worker" in cmd and str(folder).encode() in cmd \
                 and b"RANK=1" in environ:
-            victim = int(pid)
-    assert victim is not None
+            rank1[int(pid)] = parent
+    # the rank itself, not one of its DataLoader workers (they inherit its command line)
+    victims = [pid for pid, parent in rank1.items() if parent not in rank1]
+    assert len(victims) == 1, rank1
+    victim = victims[0]
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out + err
