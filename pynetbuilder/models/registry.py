@@ -69,10 +69,10 @@ class Knob:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
         if self.is_list:
-            plural = {int: "integers", float: "finite numbers", bool: "true/false values",
+            plural = {int: "integers", float: "numbers", bool: "true/false values",
                       str: "strings"}
             return f"a list of {plural[self.element]}"
-        words = {int: "an integer", float: "a finite number", bool: "true or false",
+        words = {int: "an integer", float: "a number", bool: "true or false",
                  str: "a string"}
         return words[self.kind]
 
@@ -93,9 +93,14 @@ class Knob:
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if not ok or (kind is float and not math.isfinite(value)):
+        if not ok:
             raise KnobError(self.name, self.describe(), whole)
         return value
+
+    def finite(self, value: Any) -> bool:
+        """Whether a checked value holds no NaN or infinity."""
+        values = value if isinstance(value, tuple) else (value,)
+        return all(math.isfinite(v) for v in values if isinstance(v, float))
 
     def parse(self, text: str) -> Any:
         """A command-line word as the knob's value (one item of a list knob)."""
@@ -154,9 +159,25 @@ class Family:
                         f"{self.name} has no knob {name!r}; its knobs: {', '.join(allowed)}"
                     )
                 checked[name] = allowed[name].check(value)
-            return self.function(**checked, data=data)
         except KnobError as exc:
             raise UsageError(f"{self.name}: {exc}") from None
+        # a family's own range check names a bad value best; NaN and infinity that pass
+        # it (or break the family before it says anything) are refused here
+        not_finite = [n for n, v in checked.items() if not allowed[n].finite(v)]
+        try:
+            net = self.function(**checked, data=data)
+        except KnobError as exc:
+            raise UsageError(f"{self.name}: {exc}") from None
+        except UsageError:
+            raise
+        except Exception:
+            if not not_finite:
+                raise
+            net = None
+        if not_finite:
+            n = not_finite[0]
+            raise UsageError(f"{self.name}: knob {n} accepts a finite number, got {checked[n]}")
+        return net
 
 
 class Registry:

@@ -13,9 +13,11 @@ before the forward pass, and :class:`CaffeNoise` draws the same Dropout masks
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,10 @@ def run_caffe(
             run.param_diffs.setdefault(name, []).append(arr)
     if weights is None:
         run.weights = folder / "weights.caffemodel"
+    if keep is None:  # the folder lives as long as the run (its weights file is read later)
+        for name in ("result.npz", "inputs.npz", "top_diffs.npz"):
+            (folder / name).unlink(missing_ok=True)
+        weakref.finalize(run, shutil.rmtree, folder, True)
     return run
 
 
