@@ -164,11 +164,14 @@ class Family:
         # a family's own range check names a bad value best; NaN and infinity that pass
         # it (or break the family before it says anything) are refused here
         not_finite = [n for n, v in checked.items() if not allowed[n].finite(v)]
+        finite_note = " (knobs take finite numbers)" if not_finite else ""
         try:
             net = self.function(**checked, data=data)
         except KnobError as exc:
-            raise UsageError(f"{self.name}: {exc}") from None
-        except UsageError:
+            raise UsageError(f"{self.name}: {exc}{finite_note}") from None
+        except UsageError as exc:
+            if not_finite:
+                raise UsageError(f"{exc}{finite_note}") from None
             raise
         except Exception:
             if not not_finite:
