@@ -371,10 +371,19 @@ def train(folder: Path, *, solver: str = "solver.prototxt", max_iter: int,
     cmd = [str(caffe_tool()), "train", "-solver", solver, *gpu_flag(gpu)]
     if resume is not None:
         cmd += ["-snapshot", str(resume.path)]
-    if weights is not None:
-        cmd += ["-weights", str(Path(weights).resolve())]
+    start = None
+    if weights is not None:  # this Caffe ignores -weights: see pynetbuilder.finetune
+        from pynetbuilder.finetune import initial_state
+
+        start = initial_state(folder, solver, Path(weights),
+                              folder / SNAPSHOT_DIR / ".start_from_weights.solverstate")
+        cmd += ["-snapshot", str(start.resolve())]
     watch = Watch(Progress(max_iter, emit))
-    done = run_logged(cmd, cwd=folder, log=log, on_line=watch, graceful=True)
+    try:
+        done = run_logged(cmd, cwd=folder, log=log, on_line=watch, graceful=True)
+    finally:
+        if start is not None:
+            start.unlink(missing_ok=True)
     watch.progress.close()
     checked = snapshots.keep_good(snapshots.from_log(watch.snapshot_lines, folder))
     note = snapshot_note(checked)

@@ -245,3 +245,23 @@ def test_no_target_and_no_folder(tmp_path):
     assert "unknown model 'resnt'" in err and "folder holding train.prototxt" in err
     err = one_line_error(pnb("train", "resnet", cwd=tmp_path))
     assert "train needs -o DIR" in err
+
+
+def test_weights_start_the_run_from_them(trained, digits):
+    """--weights (fine-tuning): Caffe's own loss at iteration 0 is the trained net's
+    (near 0), not a fresh net's (near ln 10 = 2.3); this Caffe's -weights flag is
+    ignored, see finetune.py."""
+    run, _ = trained
+    weights = max((run / "snapshots").glob("*.caffemodel"), key=lambda p: p.stat().st_mtime)
+    proc = pnb(*train_args(digits, "--weights", str(weights), "--epochs", "1", "-o", "ft"),
+               cwd=digits["folder"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    fresh = pnb(*train_args(digits, "--epochs", "1", "-o", "fresh"), cwd=digits["folder"])
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+
+    def first_loss(name: str) -> float:
+        log = (digits["folder"] / name / "train.log").read_text()
+        return float(re.search(rf"Iteration 0, loss = {NUM}", log)[1])
+
+    assert first_loss("ft") < 0.2 < 1.5 < first_loss("fresh")
+    assert not list((digits["folder"] / "ft" / "snapshots").glob(".start*"))
