@@ -90,17 +90,37 @@ class CaffeNet(nn.Module):
         blobs = self.run(inputs)
         return {name: blobs[name] for name in self.outputs}
 
-    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every blob after the forward pass (an in-place blob holds its last value)."""
+    def run(self, inputs: Mapping[str, torch.Tensor],
+            forced: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Every blob after the forward pass (an in-place blob holds its last value).
+
+        ``forced``: final blob values from elsewhere (Caffe's); a layer reading a blob
+        that no later layer rewrites takes it from there instead of from this pass,
+        so each layer (with the in-place layers after it) is checked on its own."""
         blobs = dict(inputs)
-        for fn, bottoms, tops in self._steps:
-            out = fn(*[blobs[b] for b in bottoms])
+        rewritten_after = self._rewritten_after() if forced is not None else None
+        for i, (fn, bottoms, tops) in enumerate(self._steps):
+            if rewritten_after is None:
+                args = [blobs[b] for b in bottoms]
+            else:
+                args = [forced[b] if b in forced and b not in rewritten_after[i] else blobs[b]
+                        for b in bottoms]
+            out = fn(*args)
             if len(tops) == 1:
                 blobs[tops[0]] = out
             else:
                 for top, value in zip(tops, out):
                     blobs[top] = value
         return blobs
+
+    def _rewritten_after(self) -> list[set[str]]:
+        """For each step, the blobs it or a later step writes."""
+        later: set[str] = set()
+        sets = []
+        for _, _, tops in reversed(self._steps):
+            later.update(tops)
+            sets.append(set(later))
+        return sets[::-1]
 
     def loss(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Caffe's net loss: the sum of each loss-weighted top, times its weight."""

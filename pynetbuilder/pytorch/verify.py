@@ -121,10 +121,13 @@ def verify(
     tolerance: float = 1e-4,
     gradients: bool = False,
     inputs: Mapping[str, np.ndarray] | None = None,
+    per_layer: bool = False,
 ) -> Verification:
     """Run ``net`` in real Caffe and as a module on one random input; compare every blob
     (and with ``gradients`` the input and parameter gradients of a backward pass:
-    the net's loss, else random output gradients)."""
+    the net's loss, else random output gradients).  ``per_layer``: each layer reads
+    Caffe's own values of its inputs (see :meth:`CaffeNet.run`), so rounding does not
+    build up through the depth of an ill-conditioned net."""
     a = analysed(net, knobs, phase=phase, input_shape=input_shape)
     module = CaffeNet(a)
     data = dict(inputs) if inputs is not None else random_inputs(a, module, seed)
@@ -138,17 +141,18 @@ def verify(
     run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
                     backward=gradients)
     load_caffemodel(module, weights or run.weights)
-    return check(module, a, run, data, seed, tolerance, gradients, top_diffs)
+    return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer)
 
 
 def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.ndarray],
           seed: int, tolerance: float, gradients: bool,
-          top_diffs: Mapping[str, np.ndarray] | None) -> Verification:
+          top_diffs: Mapping[str, np.ndarray] | None, per_layer: bool = False) -> Verification:
     set_noise(module, CaffeNoise(seed))
     tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).requires_grad_(
         gradients and k not in _labels(a)) for k, v in data.items()}
+    forced = {k: torch.from_numpy(v) for k, v in run.blobs.items()} if per_layer else None
     with torch.set_grad_enabled(gradients):
-        blobs = module.run(tensors)
+        blobs = module.run(tensors, forced)
     set_noise(module, None)
     result = Verification(a.name, a.phase, tolerance, [])
     scales = _loss_scales(a, run)
