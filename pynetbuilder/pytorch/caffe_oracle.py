@@ -72,6 +72,32 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
     return out
 
 
+def out_of_place(net: Any) -> Any:
+    """``net`` with every in-place layer writing a new blob (``BLOB@LAYER``) that later
+    layers read instead: the same computation, every intermediate value and gradient
+    visible (Caffe keeps only an in-place blob's last value and its first gradient)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    current: dict[str, str] = {}
+    for layer in out.layer:
+        original = set(layer.bottom)
+        bottoms = [current.get(b, b) for b in layer.bottom]
+        del layer.bottom[:]
+        layer.bottom.extend(bottoms)
+        tops = []
+        for t in layer.top:
+            if t in original:
+                new = f"{t}@{layer.name}"
+                current[t] = new
+                tops.append(new)
+            else:
+                current.pop(t, None)
+                tops.append(t)
+        del layer.top[:]
+        layer.top.extend(tops)
+    return out
+
+
 def run_caffe(
     net: Any,
     phase: str,
