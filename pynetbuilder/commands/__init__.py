@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare the totals of several nets, and where they differ", "compare:main"),
     "draw": ("draw a net with Graphviz (SVG, PNG ...)", "draw:main"),
     "report": ("write a self-contained HTML report of a net", "report:main"),
+    "verify": ("run a net in real Caffe and as a PyTorch module; compare every blob",
+               "verify:main"),
+    "convert": ("convert weights: .caffemodel <-> .pth / .safetensors (torchvision, timm)",
+                "convert:main"),
+    "export": ("export a net (with weights) as ONNX or TorchScript", "export:main"),
 }
 
 

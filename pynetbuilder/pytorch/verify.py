@@ -139,6 +139,8 @@ def verify(
     if per_layer and gradients:  # every intermediate gradient visible in Caffe
         a = _out_of_place(a)
     module = CaffeNet(a)
+    if weights is not None:  # refused here, with the mismatches named, before Caffe runs
+        load_caffemodel(module, weights)
     data = dict(inputs) if inputs is not None else random_inputs(a, module, seed)
     drop = ("Accuracy",) if gradients else ()
     ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop)
@@ -171,7 +173,8 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
                                         scales.get(name, 0.0)))
     for layer, tensors_ in _blob_tensors(module).items():
         for i, t in enumerate(tensors_):
-            if layer in run.params and module.layer_modules[layer].blob_names[i] in (
+            if a.phase == "train" and layer in run.params and \
+                    module.layer_modules[layer].blob_names[i] in (
                     "mean", "variance", "scale_factor"):
                 result.params.append(compare(f"{layer}[{i}]", _np(t), run.params[layer][i],
                                              tolerance))
