@@ -57,10 +57,10 @@ def load_weights(module: Any, path: str | Path) -> str:
         return "caffe"
     state = read_state_dict(path)
     own = module.state_dict()
-    if set(state) & set(own):
+    layout = zoo_weights.detect(state)
+    if layout is None and set(state) & set(own):
         _load_own(module, state, own)
         return "ours"
-    layout = zoo_weights.detect(state)
     if layout is None:
         raise UsageError(f"weights {path}: keys like {', '.join(list(state)[:3])} are neither "
                          f"this net's nor a known layout ({', '.join(zoo_weights.LAYOUTS)})")
