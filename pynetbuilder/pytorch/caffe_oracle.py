@@ -141,7 +141,7 @@ def run_caffe(
     with np.load(folder / "result.npz") as data:
         arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
     run = CaffeRun({}, {})
-    for (kind, name, index), arr in zip(meta, arrays):
+    for (kind, name, _), arr in zip(meta, arrays):
         if kind == "blob":
             run.blobs[name] = arr
         elif kind == "diff":

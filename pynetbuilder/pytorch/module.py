@@ -87,7 +87,8 @@ class CaffeNet(nn.Module):
         return {name: getattr(self, attr) for name, attr in self.attr_of.items()}
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        blobs = self.run(inputs)
+        # each input looked up by name (not iterated), so torch.fx can trace it
+        blobs = self.run({name: inputs[name] for name in self.inputs})
         return {name: blobs[name] for name in self.outputs}
 
     def run(self, inputs: Mapping[str, torch.Tensor],
