@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
 from pynetbuilder.pytorch.adapter import DATA_TYPES, Analysed
 from pynetbuilder.pytorch.base import CaffeLayer
+from pynetbuilder.pytorch.emit_conv import Convolution, InnerProduct
+from pynetbuilder.pytorch.emit_neuron import Elementwise
 from pynetbuilder.pytorch.emit_norm import BatchNorm, Scale
+from pynetbuilder.pytorch.emit_shape import Eltwise
 from pynetbuilder.pytorch.emitters import emitter_for
 
 
@@ -74,7 +78,7 @@ class CaffeNet(nn.Module):
                     self.loss_weights[top] = float(weight)
         self.inputs = tuple(inputs)
         self.outputs = tuple(available)
-        self._steps = _fused(steps) if fuse else steps
+        self._steps = _in_place(_fused(steps)) if fuse else steps
 
     def _attr_name(self, name: str) -> str:
         attr = name.replace(".", "_") or "_"
@@ -129,6 +133,38 @@ class CaffeNet(nn.Module):
         if not terms:
             raise ValueError(f"net {self.net_name!r} has no loss (no top with a loss_weight)")
         return torch.stack(terms).sum()
+
+
+class _ReLUInPlace:
+    """ReLU rewriting its input, as Caffe's in-place ReLU does (and torchvision's)."""
+
+    def __init__(self, slope: float) -> None:
+        self.slope = slope
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu_(x) if not self.slope else nnf.leaky_relu_(x, self.slope)
+
+
+# producers whose backward does not need their output, so a ReLU may overwrite it
+_OVERWRITABLE = (Convolution, InnerProduct, _BatchNormScale, BatchNorm, Scale, Eltwise)
+
+
+def _in_place(steps: list) -> list:
+    """A Caffe in-place ReLU (top = bottom) right after the layer that wrote its blob
+    overwrites it, when nothing else read the blob and autograd does not need it."""
+    out = list(steps)
+    for i in range(1, len(out)):
+        module, bottoms, tops = out[i]
+        if not (isinstance(module, Elementwise) and bottoms == tops and len(tops) == 1):
+            continue
+        slope = 0.0 if module.fn is nnf.relu else getattr(module.fn, "slope", None)
+        producer, _, p_tops = out[i - 1]
+        if slope is None or tops[0] not in p_tops or not isinstance(producer, _OVERWRITABLE):
+            continue
+        if isinstance(producer, Eltwise) and producer.op != "SUM":
+            continue
+        out[i] = (_ReLUInPlace(slope), bottoms, tops)
+    return out
 
 
 def _fused(steps: list) -> list:
