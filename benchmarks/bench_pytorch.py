@@ -124,7 +124,7 @@ def caffe_worker(batch: int, rounds: int) -> None:
             times = [timed(net.forward) for _ in range(rounds + 1)][1:]
             out["inference"] = times
         else:
-            times = [timed(lambda: (net.forward(), net.backward())) for _ in range(rounds + 1)]
+            times = [timed(lambda n=net: (n.forward(), n.backward())) for _ in range(rounds + 1)]
             out["forward + backward"] = times[1:]
     print(json.dumps(out))
 

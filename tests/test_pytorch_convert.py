@@ -15,15 +15,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+import torchvision
+from conftest import ROOT, run_command
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-
-from conftest import ROOT, run_command  # noqa: E402
-
-from pynetbuilder.pytorch import to_module, zoo_weights  # noqa: E402
-from pynetbuilder.pytorch.adapter import analysed  # noqa: E402
-from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe  # noqa: E402
+from pynetbuilder.pytorch import to_module, zoo_weights
+from pynetbuilder.pytorch.adapter import analysed
+from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe
 
 RESNET = "resnet_imagenet:stride_in_3x3=true:pool1_pad=1"
 TORCHVISION = [
@@ -87,7 +85,7 @@ def test_torchvision_round_trip(name, spec, logits):
 def test_timm_mobilenet_v1_round_trip():
     """timm's mobilenetv1_100 has our parameters; its activation is ReLU6 where ours is
     ReLU, so with its ReLU6 swapped for ReLU the two compute one function."""
-    timm = pytest.importorskip("timm")
+    import timm
     torch.manual_seed(2)
     theirs = randomized(timm.create_model("mobilenetv1_100", pretrained=False))
     for m in theirs.modules():
@@ -219,3 +217,31 @@ def test_pynetbuilder_verify_exit_status_1_names_the_blob(tmp_path):
 
     data = json.loads(done.stdout)
     assert data["ok"] is False and data["blobs"][1]["blob"] == "conv1"
+
+
+def test_importing_pynetbuilder_does_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", (
+        "import sys, pynetbuilder, pynetbuilder.commands, pynetbuilder.models, "
+        "pynetbuilder.inspect; sys.exit('torch' in sys.modules)")], cwd=ROOT, timeout=120)
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize("variant", ["M"])
+def test_timm_tresnet_round_trip(variant):
+    """timm's TResNet: space-to-depth, anti-aliased downsampling, SE and inplace-ABN
+    (leaky ReLU) as our Caffe layers compute them; its weights give its logits."""
+    import timm
+
+    torch.manual_seed(4)
+    theirs = randomized(timm.create_model(f"tresnet_{variant.lower()}", pretrained=False))
+    state = theirs.state_dict()
+    assert zoo_weights.detect(state) == "timm_tresnet"
+    ours = to_module(f"tresnet:variant={variant}")
+    zoo_weights.load_state_dict(ours, state, "timm_tresnet")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert_close(ours.run({"data": x})["fc"], theirs(x))
+    back = zoo_weights.state_dict(ours, "timm_tresnet")
+    for key, value in state.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(back[key], value), key

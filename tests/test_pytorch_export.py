@@ -9,17 +9,15 @@ run by onnxruntime, and ``cv2.dnn.readNetFromCaffe`` on the same prototxt and
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import torch
+from conftest import SHARED, run_command
+from test_pytorch_layers import layer, net_text, pool_grid
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
-
-from conftest import SHARED, run_command  # noqa: E402
-from test_pytorch_layers import layer, net_text, pool_grid  # noqa: E402
-
-from pynetbuilder.pytorch.adapter import analysed  # noqa: E402
-from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe  # noqa: E402
-from pynetbuilder.schema import to_text  # noqa: E402
+from pynetbuilder.pytorch.adapter import analysed
+from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe
+from pynetbuilder.schema import to_text
 
 FIXTURES = SHARED / "fixtures" / "prototxt"
 DEPLOY = ["squeezenet:version=1_0", "alexnet", "mobilenet:width_multiplier=0.25",
@@ -58,7 +56,7 @@ def test_onnx_in_onnxruntime_gives_caffes_outputs(tmp_path, capsys, net):
 
 @pytest.mark.parametrize("net", DEPLOY)
 def test_opencv_dnn_gives_caffes_outputs(tmp_path, net):
-    cv2 = pytest.importorskip("cv2")
+    import cv2
     assert cv2.__version__.startswith("4."), "OpenCV 5 dropped the Caffe importer"
     a, ready, x, run = caffe_outputs(net, tmp_path)
     (tmp_path / "deploy.prototxt").write_text(to_text(ready))

@@ -14,9 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
-from pynetbuilder.pytorch.verify import verify  # noqa: E402
+from pynetbuilder.pytorch.verify import verify
 
 PHASES = ("train", "test")
 

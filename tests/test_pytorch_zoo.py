@@ -20,14 +20,11 @@ blob agrees to 1e-4 of Caffe's largest magnitude in it.
 from __future__ import annotations
 
 import pytest
+from conftest import SHARED
 
-pytest.importorskip("torch")
-
-from conftest import SHARED  # noqa: E402
-
-from pynetbuilder import models  # noqa: E402
-from pynetbuilder.legos import ClassificationData  # noqa: E402
-from pynetbuilder.pytorch.verify import verify  # noqa: E402
+from pynetbuilder import models
+from pynetbuilder.legos import ClassificationData
+from pynetbuilder.pytorch.verify import verify
 
 FIXTURES = SHARED / "fixtures" / "prototxt"
 REFERENCES = [(f.name, label) for f in models.FAMILIES for label in f.references]

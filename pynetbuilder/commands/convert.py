@@ -30,7 +30,7 @@ def parser(prog: str = "pynetbuilder convert") -> Parser:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--layout", help="names in OUT (.pth/.safetensors): ours, "
                    "torchvision_resnet, torchvision_vgg, torchvision_squeezenet, "
-                   "timm_mobilenetv1 (default: those read)")
+                   "timm_mobilenetv1, timm_tresnet (default: those read)")
     return p
 
 

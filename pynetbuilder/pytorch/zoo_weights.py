@@ -10,7 +10,9 @@ blobs (checked shape by shape):
   ``alexnet`` (convolutions in order, then the fully connected layers);
 - ``torchvision_squeezenet``: ``squeezenet1_0`` / ``1_1`` <-> ``squeezenet``;
 - ``timm_mobilenetv1``: timm's ``mobilenetv1_100`` <-> ``mobilenet`` (same
-  parameters; timm's activation is ReLU6, ours ReLU, so the functions differ).
+  parameters; timm's activation is ReLU6, ours ReLU, so the functions differ);
+- ``timm_tresnet``: timm's ``tresnet_m`` / ``_l`` / ``_xl`` <-> ``tresnet`` (the SE
+  block's 1x1 convolutions are our InnerProducts: same numbers, another shape).
 
 A BatchNorm of theirs (weight, bias, running mean, running variance) is our
 BatchNorm (mean, variance, scale factor 1) plus the Scale after it.
@@ -27,7 +29,7 @@ import torch
 from pynetbuilder.errors import UsageError
 
 LAYOUTS = ("torchvision_resnet", "torchvision_vgg", "torchvision_squeezenet",
-           "timm_mobilenetv1")
+           "timm_mobilenetv1", "timm_tresnet")
 
 
 class StateDictError(UsageError):
@@ -37,7 +39,7 @@ class StateDictError(UsageError):
 class Unit(NamedTuple):
     ours: str  # our layer: a Convolution/InnerProduct, or a BatchNorm (its Scale follows)
     theirs: str  # their module prefix
-    kind: str  # "weight" (weight and bias if either has one) or "bn"
+    kind: str  # "weight" (weight and bias if either has one), "fc1x1" (their 1x1 conv) or "bn"
 
 
 def detect(keys: Any) -> str | None:
@@ -51,6 +53,8 @@ def detect(keys: Any) -> str | None:
         return "torchvision_vgg"
     if "conv_stem.weight" in keys and any(k.startswith("blocks.0.0.conv_dw") for k in keys):
         return "timm_mobilenetv1"
+    if "body.conv1.conv.weight" in keys and "head.fc.weight" in keys:
+        return "timm_tresnet"
     return None
 
 
@@ -113,6 +117,20 @@ def units(layout: str, module: Any, keys: Any) -> list[Unit]:
             conv_bn(f"{ours}_dw", f"blocks.{i}.{j}.conv_dw", f"blocks.{i}.{j}.bn1")
             conv_bn(f"{ours}_pw", f"blocks.{i}.{j}.conv_pw", f"blocks.{i}.{j}.bn2")
         out.append(Unit("fc", "classifier", "weight"))
+    elif layout == "timm_tresnet":
+        conv_bn("conv1", "body.conv1.conv", "body.conv1.bn")
+        for name in layers:
+            m = re.fullmatch(r"stage(\d+)_block(\d+)_(conv\d|down|se_fc\d)", name)
+            if not m:
+                continue
+            prefix = f"body.layer{m.group(1)}.{int(m.group(2)) - 1}"
+            part = m.group(3)
+            if part.startswith("se_"):
+                out.append(Unit(name, f"{prefix}.se.{part[3:]}", "fc1x1"))
+            else:
+                inner = f"{prefix}.{part}" if part != "down" else f"{prefix}.downsample.1"
+                conv_bn(name, f"{inner}.conv", f"{inner}.bn")
+        out.append(Unit("fc", "head.fc", "weight"))
     else:
         raise StateDictError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     missing = [u.ours for u in out if u.ours not in layers]
@@ -150,7 +168,10 @@ def load_state_dict(module: Any, state: Mapping[str, torch.Tensor], layout: str)
 
     for unit in table:
         layer = module.layer_modules[unit.ours]
-        if unit.kind == "weight":
+        if unit.kind == "fc1x1":
+            take(layer.weight, f"{unit.theirs}.weight", lambda v: v.reshape(v.shape[0], -1))
+            take(layer.bias, f"{unit.theirs}.bias")
+        elif unit.kind == "weight":
             take(layer.weight, f"{unit.theirs}.weight")
             bias_key = f"{unit.theirs}.bias"
             if getattr(layer, "bias", None) is not None or bias_key in state:
@@ -182,7 +203,10 @@ def state_dict(module: Any, layout: str, keys: Any = None) -> dict[str, torch.Te
     out: dict[str, torch.Tensor] = {}
     for unit in table:
         layer = module.layer_modules[unit.ours]
-        if unit.kind == "weight":
+        if unit.kind == "fc1x1":
+            out[f"{unit.theirs}.weight"] = layer.weight.detach().clone()[:, :, None, None]
+            out[f"{unit.theirs}.bias"] = layer.bias.detach().clone()
+        elif unit.kind == "weight":
             out[f"{unit.theirs}.weight"] = layer.weight.detach().clone()
             if getattr(layer, "bias", None) is not None:
                 out[f"{unit.theirs}.bias"] = layer.bias.detach().clone()
@@ -202,7 +226,7 @@ def _default_keys(layout: str, module: Any) -> list[str]:
     """Their numbering when no keys are given: torchvision's VGG-16/19, AlexNet and
     SqueezeNet sequences and timm's MobileNet v1 stages, rebuilt from our layer list."""
     layers = module.layer_modules
-    if layout == "torchvision_resnet":
+    if layout in ("torchvision_resnet", "timm_tresnet"):
         return ["layer1.0.x"]
     if layout == "torchvision_vgg":
         convs = [n for n, m in layers.items() if type(m).__name__ == "Convolution"]
