@@ -311,3 +311,65 @@ def test_random_draws_are_replayed_so_dropout_agrees_end_to_end(tmp_path):
 
     mask = np.asarray(CaffeNoise(0)(type("D", (), {"ratio": 0.5})(), (4, 50)))
     assert 0.3 < mask.mean() < 0.7
+
+
+def ssd_head(code_type: str, nms: str, keep_top_k: int) -> list[str]:
+    """Two feature maps, SSD's loc/conf convolutions, Permute/Flatten/Concat, PriorBox,
+    Softmax over classes and DetectionOutput, as SSD's deploy nets wire them."""
+    layers = [layer("f1", "Convolution", "data", "f1", "convolution_param { num_output: 8 "
+                    "kernel_size: 3 stride: 4 pad: 1 }"),
+              layer("f1n", "Normalize", "f1", "f1n", "norm_param { across_spatial: false "
+                    "channel_shared: false }"),
+              layer("f2", "Convolution", "f1", "f2", "convolution_param { num_output: 8 "
+                    "kernel_size: 3 stride: 2 pad: 1 }")]
+    locs, confs, priors = [], [], []
+    for f, feat in (("a", "f1n"), ("b", "f2")):
+        layers += [
+            layer(f"{f}_loc", "Convolution", feat, f"{f}_loc", "convolution_param { "
+                  "num_output: 16 kernel_size: 3 pad: 1 }"),
+            layer(f"{f}_loc_perm", "Permute", f"{f}_loc", f"{f}_loc_perm", "permute_param { "
+                  "order: 0 order: 2 order: 3 order: 1 }"),
+            layer(f"{f}_loc_flat", "Flatten", f"{f}_loc_perm", f"{f}_loc_flat"),
+            layer(f"{f}_conf", "Convolution", feat, f"{f}_conf", "convolution_param { "
+                  "num_output: 20 kernel_size: 3 pad: 1 }"),
+            layer(f"{f}_conf_perm", "Permute", f"{f}_conf", f"{f}_conf_perm",
+                  "permute_param { order: 0 order: 2 order: 3 order: 1 }"),
+            layer(f"{f}_conf_flat", "Flatten", f"{f}_conf_perm", f"{f}_conf_flat"),
+            layer(f"{f}_prior", "PriorBox", [feat, "data"], f"{f}_prior", "prior_box_param { "
+                  "min_size: 20 max_size: 40 aspect_ratio: 2 flip: true clip: false "
+                  "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 }"),
+        ]
+        locs.append(f"{f}_loc_flat")
+        confs.append(f"{f}_conf_flat")
+        priors.append(f"{f}_prior")
+    layers += [
+        layer("loc", "Concat", locs, "loc"),
+        layer("conf", "Concat", confs, "conf"),
+        layer("prior", "Concat", priors, "prior", "concat_param { axis: 2 }"),
+        layer("conf_r", "Reshape", "conf", "conf_r", "reshape_param { shape { dim: 0 "
+              "dim: -1 dim: 5 } }"),
+        layer("conf_s", "Softmax", "conf_r", "conf_s", "softmax_param { axis: 2 }"),
+        layer("conf_f", "Flatten", "conf_s", "conf_f"),
+        layer("det", "DetectionOutput", ["loc", "conf_f", "prior"], "det",
+              f"detection_output_param {{ num_classes: 5 share_location: true "
+              f"background_label_id: 0 {nms} code_type: {code_type} "
+              f"keep_top_k: {keep_top_k} confidence_threshold: 0.15 }}"),
+    ]
+    return layers
+
+
+@pytest.mark.parametrize("code_type, nms, keep_top_k", [
+    ("CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30),
+    ("CORNER", "nms_param { nms_threshold: 0.3 eta: 0.9 }", -1),
+    ("CORNER_SIZE", "", 50),
+])
+def test_ssd_head_to_detection_output(tmp_path, code_type, nms, keep_top_k):
+    """Decoding, confidence threshold, NMS (adaptive eta, top_k), keep_top_k: the rows
+    Caffe keeps, in its order."""
+    layers = ssd_head(code_type, nms, keep_top_k)
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (2, 3, 64, 64)}, layers))
+    result = verify(str(path), phase="test")
+    det = next(c for c in result.blobs if c.name == "det")
+    assert det.shape[2] > 2, det  # some boxes kept: the comparison means something
+    assert result.ok, result.first_failure
