@@ -80,8 +80,12 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
         print_table(result, out)
     bad = result.first_failure
     if bad is not None:
+        hint = ""
+        if args.phase == "train" and not args.per_layer:
+            hint = (" (batch statistics amplify float32 rounding through a deep net; "
+                    "--per-layer checks each layer on Caffe's own inputs)")
         print(f"pynetbuilder: blob {bad.name!r} differs: max |diff| {bad.max_diff:.3g} > "
-              f"{result.tolerance:g} x {bad.caffe_max:.3g}", file=sys.stderr)
+              f"{result.tolerance:g} x {bad.caffe_max:.3g}{hint}", file=sys.stderr)
         raise SystemExit(1)
 
 
