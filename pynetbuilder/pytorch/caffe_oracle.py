@@ -13,6 +13,7 @@ before the forward pass, and :class:`CaffeNoise` draws the same Dropout masks
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,11 +113,25 @@ def run_caffe(
 ) -> CaffeRun:
     """Forward (and with ``backward`` a backward pass) in real Caffe.  ``net`` must be
     ready (:func:`caffe_ready`).  Without ``weights`` every parameter blob is set to
-    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights`` in
-    ``keep`` (a folder that outlives the call), else in a temporary folder."""
+    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights``, in
+    ``keep`` (a folder that outlives the call; without it the run's files are removed
+    and ``weights`` is None)."""
+    folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
+    try:
+        run = _run_in(folder, net, phase, inputs, weights, seed, top_diffs, backward, timeout)
+    finally:
+        if keep is None:  # nothing left behind (a run's files can be large)
+            shutil.rmtree(folder, ignore_errors=True)
+    if weights is None and keep is not None:
+        run.weights = folder / "weights.caffemodel"
+    return run
+
+
+def _run_in(folder: Path, net: Any, phase: str, inputs: Mapping[str, np.ndarray],
+            weights: str | Path | None, seed: int, top_diffs: Mapping[str, np.ndarray] | None,
+            backward: bool, timeout: float) -> CaffeRun:
     from pynetbuilder.schema import to_text
 
-    folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
     proto = caffe_pb2.NetParameter()
     proto.CopyFrom(net)
     if backward:
@@ -150,8 +165,6 @@ def run_caffe(
             run.params.setdefault(name, []).append(arr)
         else:
             run.param_diffs.setdefault(name, []).append(arr)
-    if weights is None:
-        run.weights = folder / "weights.caffemodel"
     return run
 
 

@@ -9,6 +9,7 @@ rounding; ``tolerance`` 1e-4 by default).
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,9 +150,11 @@ def verify(
         rng = np.random.default_rng(seed + 1)
         top_diffs = {o: rng.standard_normal(a.shapes[o]).astype(np.float32)
                      for o in module.outputs}
-    run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
-                    backward=gradients)
-    load_caffemodel(module, weights or run.weights)
+    with tempfile.TemporaryDirectory(prefix="pynetbuilder-verify-") as tmp:
+        run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
+                        backward=gradients, keep=Path(tmp))
+        if weights is None:
+            load_caffemodel(module, run.weights)
     return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer)
 
 
