@@ -6,14 +6,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test caffe schema lint bench clean browser
+.PHONY: run test caffe schema lint bench bench-torch clean browser
 
 $(STAMP): setup.py requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@$(PY) tools/caffe_setup.py schema
-	@$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+	@$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[torch]"
 	@touch $@
 
 schema: $(STAMP)
@@ -36,6 +36,9 @@ test: caffe browser
 bench: schema
 	$(PY) benchmarks/bench_analysis.py
 	$(PY) benchmarks/bench_prototext.py
+
+bench-torch: caffe
+	$(PY) benchmarks/bench_pytorch.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

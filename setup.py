@@ -44,8 +44,12 @@ setup(
         "pillow>=10",  # reading and resizing image folders
         "matplotlib>=3.8",  # plotting training logs
     ],
-    # `pynetbuilder data --digits` reads scikit-learn's bundled handwritten digits
-    extras_require={"digits": ["scikit-learn>=1.4"]},
+    extras_require={
+        # `pynetbuilder data --digits` reads scikit-learn's bundled handwritten digits
+        "digits": ["scikit-learn>=1.4"],
+        # the PyTorch backend (pynetbuilder.pytorch; verify, convert, export)
+        "torch": ["torch>=2.4,<3", "onnx>=1.16", "onnxruntime>=1.18", "safetensors>=0.4"],
+    },
     entry_points={"console_scripts": ["pynetbuilder=pynetbuilder.commands:main"]},
     cmdclass={"build_py": BuildPyWithSchema},
 )

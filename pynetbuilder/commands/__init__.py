@@ -32,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("write a self-contained HTML report of a net", "report:main"),
     "check": ("check a net against deploy-target profiles (RKNN, Ascend, OpenCV ...)",
               "check:main"),
+    "verify": ("run a net in real Caffe and as a PyTorch module; compare every blob",
+               "verify:main"),
+    "convert": ("convert weights: .caffemodel <-> .pth / .safetensors (torchvision, timm)",
+                "convert:main"),
+    "export": ("export a net (with weights) as ONNX or TorchScript", "export:main"),
 }
 
 

@@ -28,6 +28,7 @@ from pynetbuilder.legos import (
     Pool,
     ShortcutLego,
 )
+from pynetbuilder.legos.bottleneck import BottleneckBlock
 from pynetbuilder.models.heads import classification_outputs
 from pynetbuilder.models.registry import Family
 
@@ -45,6 +46,8 @@ def resnet_imagenet(
     blocks: tuple[int, ...] = (3, 4, 6, 3),
     fc_layers: bool = False,
     num_classes: int = 1000,
+    stride_in_3x3: bool = False,
+    pool1_pad: int = 0,
     *,
     data: ClassificationData | None = None,
     name: str | None = None,
@@ -53,6 +56,12 @@ def resnet_imagenet(
 
     ``num_output_stage1`` is the output width of stage 1 (doubling per stage),
     ``blocks`` the blocks per stage, ``fc_layers`` the original's 4k head.
+    ``stride_in_3x3``: a downsampling bottleneck strides on its 3x3, not its first 1x1
+    (torchvision's "ResNet v1.5"; same parameters, a different function).
+    ``pool1_pad``: padding of the 3x3/2 max pool after conv1 (torchvision pads 1, the
+    original Caffe nets 0; both give 56x56 at 224, over different windows; the padded
+    pool rounds down with this Caffe's ``ceil_mode: false``, which BVLC Caffe lacks).
+    ``stride_in_3x3 true --pool1_pad 1`` computes torchvision's ResNets.
     """
     if main_branch not in MAIN_BRANCHES:
         raise UsageError(
@@ -76,14 +85,21 @@ def resnet_imagenet(
     net = Net(name or f"resnet_{main_branch}_{num_output_stage1}_{'_'.join(map(str, blocks))}")
     x, label = data.attach(net, [])
     x = ConvBNReLU("conv1", 64, 7, stride=2, pad=3)(net, x)
-    x = Pool("pool1", "MAX", 3, stride=2)(net, x)
+    if pool1_pad not in (0, 1):
+        raise UsageError(f"pool1_pad must be 0 or 1, got {pool1_pad!r}")
+    if pool1_pad:  # floor rounding, as torchvision: 112 -> 56 (Caffe's ceil would give 57)
+        x = Pool("pool1", "MAX", 3, stride=2, pad=1, ceil_mode=False)(net, x)
+    else:
+        x = Pool("pool1", "MAX", 3, stride=2)(net, x)
     for stage, count in enumerate(blocks):
         width = num_output_stage1 * 2**stage
         for block in range(count):
             stride = 2 if block == 0 and stage > 0 else 1
-            x = ShortcutLego(
-                f"stage{stage + 1}_block{block + 1}", main_branch, width, stride=stride
-            )(net, x)
+            name = f"stage{stage + 1}_block{block + 1}"
+            if stride_in_3x3 and main_branch == "bottleneck":
+                x = BottleneckBlock(name, width, width // 4, stride=stride)(net, x)
+            else:
+                x = ShortcutLego(name, main_branch, width, stride=stride)(net, x)
     if fc_layers:
         x = ConvBNReLU("fc_1x1_2048", 2048, 1)(net, x)
         x = Pool("pool5", "AVE", global_pooling=True)(net, x)

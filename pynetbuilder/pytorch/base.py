@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pynetbuilder.errors import NetError
+
 Shape = tuple[int, ...]
 
 
@@ -49,5 +51,5 @@ def spatial(p: Any, name: str, default: int, nd: int) -> tuple[int, ...]:
     return tuple(int(v) for v in rule_spatial(p, name, default, nd))
 
 
-class EmitError(ValueError):
+class EmitError(NetError):
     """A layer the backend cannot express (one line naming the layer and why)."""

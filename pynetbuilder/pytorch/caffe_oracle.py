@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,32 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
     return out
 
 
+def out_of_place(net: Any) -> Any:
+    """``net`` with every in-place layer writing a new blob (``BLOB@LAYER``) that later
+    layers read instead: the same computation, every intermediate value and gradient
+    visible (Caffe keeps only an in-place blob's last value and its first gradient)."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    current: dict[str, str] = {}
+    for layer in out.layer:
+        original = set(layer.bottom)
+        bottoms = [current.get(b, b) for b in layer.bottom]
+        del layer.bottom[:]
+        layer.bottom.extend(bottoms)
+        tops = []
+        for t in layer.top:
+            if t in original:
+                new = f"{t}@{layer.name}"
+                current[t] = new
+                tops.append(new)
+            else:
+                current.pop(t, None)
+                tops.append(t)
+        del layer.top[:]
+        layer.top.extend(tops)
+    return out
+
+
 def run_caffe(
     net: Any,
     phase: str,
@@ -88,11 +113,25 @@ def run_caffe(
 ) -> CaffeRun:
     """Forward (and with ``backward`` a backward pass) in real Caffe.  ``net`` must be
     ready (:func:`caffe_ready`).  Without ``weights`` every parameter blob is set to
-    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights`` in
-    ``keep`` (a folder that outlives the call), else in a temporary folder."""
+    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights``, in
+    ``keep`` (a folder that outlives the call; without it the run's files are removed
+    and ``weights`` is None)."""
+    folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
+    try:
+        run = _run_in(folder, net, phase, inputs, weights, seed, top_diffs, backward, timeout)
+    finally:
+        if keep is None:  # nothing left behind (a run's files can be large)
+            shutil.rmtree(folder, ignore_errors=True)
+    if weights is None and keep is not None:
+        run.weights = folder / "weights.caffemodel"
+    return run
+
+
+def _run_in(folder: Path, net: Any, phase: str, inputs: Mapping[str, np.ndarray],
+            weights: str | Path | None, seed: int, top_diffs: Mapping[str, np.ndarray] | None,
+            backward: bool, timeout: float) -> CaffeRun:
     from pynetbuilder.schema import to_text
 
-    folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
     proto = caffe_pb2.NetParameter()
     proto.CopyFrom(net)
     if backward:
@@ -117,7 +156,7 @@ def run_caffe(
     with np.load(folder / "result.npz") as data:
         arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
     run = CaffeRun({}, {})
-    for (kind, name, index), arr in zip(meta, arrays):
+    for (kind, name, _), arr in zip(meta, arrays):
         if kind == "blob":
             run.blobs[name] = arr
         elif kind == "diff":
@@ -126,12 +165,6 @@ def run_caffe(
             run.params.setdefault(name, []).append(arr)
         else:
             run.param_diffs.setdefault(name, []).append(arr)
-    if weights is None:
-        run.weights = folder / "weights.caffemodel"
-    if keep is None:  # the folder lives as long as the run (its weights file is read later)
-        for name in ("result.npz", "inputs.npz", "top_diffs.npz"):
-            (folder / name).unlink(missing_ok=True)
-        weakref.finalize(run, shutil.rmtree, folder, True)
     return run
 
 

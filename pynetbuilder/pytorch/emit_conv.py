@@ -6,12 +6,12 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis, param, spatial
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_CONV = {1: nnf.conv1d, 2: nnf.conv2d, 3: nnf.conv3d}
+_DECONV = {1: nnf.conv_transpose1d, 2: nnf.conv_transpose2d, 3: nnf.conv_transpose3d}
 
 
 class Convolution(CaffeLayer):
@@ -83,7 +83,7 @@ class InnerProduct(CaffeLayer):
         if self.transpose:
             y = x @ self.weight
             return y + self.bias if self.bias is not None else y
-        return F.linear(x, self.weight, self.bias)
+        return nnf.linear(x, self.weight, self.bias)
 
 
 def inner_product(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from pynetbuilder.pytorch.base import CaffeLayer, Shape
 
@@ -29,7 +29,7 @@ class _Leaky:
         self.slope = slope
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, self.slope)
+        return nnf.leaky_relu(x, self.slope)
 
 
 class _Affine:
@@ -70,7 +70,7 @@ class _Clamp:
         self.slope, self.threshold = slope, threshold
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
+        y = nnf.leaky_relu(x, self.slope) if self.slope else nnf.relu(x)
         return torch.clamp(y, max=self.threshold)
 
 
@@ -92,7 +92,7 @@ class _HardSigmoid:
 
 def _bnll(x: torch.Tensor) -> torch.Tensor:
     """``log(1 + exp(x))`` as ``max(x, 0) + log1p(exp(-|x|))`` (no overflow either side)."""
-    return F.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+    return nnf.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
 
 
 def _hardswish(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def _hardswish(x: torch.Tensor) -> torch.Tensor:
 
 def relu(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
     slope = layer.relu_param.negative_slope
-    return Elementwise(_Leaky(slope) if slope else F.relu)
+    return Elementwise(_Leaky(slope) if slope else nnf.relu)
 
 
 def relu6(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
@@ -136,7 +136,7 @@ def hardsigmoid(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str)
 
 def elu(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
     alpha = layer.elu_param.alpha
-    return Elementwise(lambda x: F.elu(x, alpha))
+    return Elementwise(lambda x: nnf.elu(x, alpha))
 
 
 def threshold(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
@@ -176,7 +176,7 @@ class PReLU(CaffeLayer):
         self.view = view
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x) + self.weight.reshape(self.view) * torch.clamp(x, max=0.0)
+        return nnf.relu(x) + self.weight.reshape(self.view) * torch.clamp(x, max=0.0)
 
 
 def prelu(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
@@ -203,7 +203,7 @@ class Dropout(CaffeLayer):
             return x
         if self.noise is not None:
             return x * (self.noise(self, tuple(x.shape)).to(x.dtype) * self.scale)
-        return F.dropout(x, self.ratio, True)
+        return nnf.dropout(x, self.ratio, True)
 
 
 def dropout(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:

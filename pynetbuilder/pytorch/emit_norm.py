@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
-from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis, param
+from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis
 
 
 class BatchNorm(CaffeLayer):
@@ -39,11 +38,11 @@ class BatchNorm(CaffeLayer):
         if self.global_stats:
             s = self.scale_factor
             inv = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
-            return F.batch_norm(x, self.mean * inv, self.variance * inv, weight, bias,
+            return nnf.batch_norm(x, self.mean * inv, self.variance * inv, weight, bias,
                                 False, 0.0, self.eps)
         mean = torch.zeros_like(self.mean)
         var = torch.zeros_like(self.variance)
-        y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
+        y = nnf.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
         with torch.no_grad():  # var: the unbiased batch variance (m / (m - 1) * biased)
             self.scale_factor.mul_(self.maf).add_(1.0)
             self.mean.mul_(self.maf).add_(mean)
@@ -127,22 +126,21 @@ class LRN(CaffeLayer):
     WITHIN_CHANNEL: ``x * (1 + alpha * avg of x^2 over n x n)^-beta``, the average
     Caffe's AVE pooling (padding counted up to the padded border)."""
 
-    def __init__(self, size: int, alpha: float, beta: float, k: float, within: bool,
-                 divisor: torch.Tensor | None) -> None:
+    def __init__(self, size: int, alpha: float, beta: float, k: float, within: bool) -> None:
         super().__init__()
         self.size, self.alpha, self.beta, self.k, self.within = size, alpha, beta, k, within
         self.pad = (size - 1) // 2
-        if divisor is not None:
-            self.register_buffer("divisor", divisor, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sq = x * x
         if self.within:
-            summed = F.avg_pool2d(sq, self.size, 1, self.pad, divisor_override=1)
-            return x * torch.pow(1.0 + self.alpha * (summed / self.divisor), -self.beta)
-        padded = F.pad(sq.unsqueeze(1), (0, 0, 0, 0, self.pad, self.pad))
-        summed = F.avg_pool3d(padded, (self.size, 1, 1), 1, divisor_override=1).squeeze(1)
-        return x * torch.pow(self.k + (self.alpha / self.size) * summed, -self.beta)
+            # Caffe's AVE pooling here: every window (stride 1, pad (n-1)/2) ends inside
+            # the padded border, so its divisor is n*n everywhere, as PyTorch's
+            mean = nnf.avg_pool2d(sq, self.size, 1, self.pad, count_include_pad=True)
+            return x * torch.pow(1.0 + self.alpha * mean, -self.beta)
+        padded = nnf.pad(sq.unsqueeze(1), (0, 0, 0, 0, self.pad, self.pad))
+        mean = nnf.avg_pool3d(padded, (self.size, 1, 1), 1).squeeze(1)  # sum / size
+        return x * torch.pow(self.k + self.alpha * mean, -self.beta)
 
 
 def lrn(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
@@ -150,14 +148,7 @@ def lrn(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> Caff
     if p.local_size % 2 == 0:
         raise EmitError(f"LRN layer {layer.name!r}: local_size must be odd (Caffe's rule)")
     within = p.norm_region == p.WITHIN_CHANNEL
-    divisor = None
-    if within:
-        from pynetbuilder.pytorch.emit_pool import ave_divisor
-
-        h, w = bottoms[0][2:]
-        pad = (p.local_size - 1) // 2
-        divisor = ave_divisor((h, w), (p.local_size,) * 2, (1, 1), (pad, pad), (h, w))
-    return LRN(p.local_size, p.alpha, p.beta, p.k, within, divisor)
+    return LRN(p.local_size, p.alpha, p.beta, p.k, within)
 
 
 class Normalize(CaffeLayer):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, spatial
 
@@ -48,8 +48,16 @@ class Pooling(CaffeLayer):
         super().__init__()
         self.method, self.kernel, self.stride, self.pad = method, kernel, stride, pad
         self.native_ceil, self.extra, self.tops = native_ceil, extra, tops
-        if divisor is not None:
-            self.register_buffer("divisor", divisor, persistent=False)
+        if divisor is not None:  # kernel area / Caffe's divisor, per output position
+            area = float(kernel[0] * kernel[1])
+            self.register_buffer("rescale", area / divisor, persistent=False)
+
+    def explicit(self) -> None:
+        """Pool as Caffe's windows spelt out (explicit padding, floor rounding, Caffe's
+        divisor) instead of PyTorch's ceil mode: what an exported graph must say, as
+        ONNX's ceil rounding has no rule about windows that start in the padding."""
+        if self.native_ceil:
+            self.native_ceil = None
 
     def forward(self, x: torch.Tensor):
         y = self._pool(x)
@@ -58,16 +66,17 @@ class Pooling(CaffeLayer):
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.native_ceil is not None:
             if self.method == "MAX":
-                return F.max_pool2d(x, self.kernel, self.stride, self.pad,
+                return nnf.max_pool2d(x, self.kernel, self.stride, self.pad,
                                     ceil_mode=self.native_ceil)
-            return F.avg_pool2d(x, self.kernel, self.stride, self.pad,
+            return nnf.avg_pool2d(x, self.kernel, self.stride, self.pad,
                                 ceil_mode=self.native_ceil, count_include_pad=True)
         (ph, pw), (eh, ew) = self.pad, self.extra
         if self.method == "MAX":
-            padded = F.pad(x, (pw, ew, ph, eh), value=-FLT_MAX)
-            return F.max_pool2d(padded, self.kernel, self.stride)
-        padded = F.pad(x, (pw, ew, ph, eh))
-        return F.avg_pool2d(padded, self.kernel, self.stride, divisor_override=1) / self.divisor
+            padded = nnf.pad(x, (pw, ew, ph, eh), value=-FLT_MAX)
+            return nnf.max_pool2d(padded, self.kernel, self.stride)
+        padded = nnf.pad(x, (pw, ew, ph, eh))
+        # the mean over the whole (zero-padded) window, rescaled to Caffe's divisor
+        return nnf.avg_pool2d(padded, self.kernel, self.stride) * self.rescale
 
 
 def pooling(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
@@ -96,7 +105,5 @@ def pooling(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> 
     # explicit padding on the far side so that every Caffe window is inside
     extra = tuple((o - 1) * s + k - n - pd for n, k, s, pd, o in zip((h, w), kernel, stride,
                                                                       pad, out))
-    divisor = None
-    if native is None and method == "AVE":
-        divisor = ave_divisor((h, w), kernel, stride, pad, out)
+    divisor = ave_divisor((h, w), kernel, stride, pad, out) if method == "AVE" else None
     return Pooling(method, kernel, stride, pad, native, extra, divisor, len(layer.top))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis
 
@@ -299,8 +299,8 @@ class Pad(CaffeLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "constant":
-            return F.pad(x, self.pads, value=self.value)
-        return F.pad(x, self.pads, mode=self.mode)
+            return nnf.pad(x, self.pads, value=self.value)
+        return nnf.pad(x, self.pads, mode=self.mode)
 
 
 def pad(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:

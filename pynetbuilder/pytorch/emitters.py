@@ -12,6 +12,7 @@ from typing import Any
 
 from pynetbuilder.pytorch import (
     emit_conv,
+    emit_detection,
     emit_loss,
     emit_neuron,
     emit_norm,
@@ -63,6 +64,7 @@ EMITTERS: dict[str, Emitter] = {
     "Softmax": emit_shape.softmax,
     "ArgMax": emit_shape.argmax,
     "PriorBox": emit_shape.prior_box,
+    "DetectionOutput": emit_detection.detection_output,
     "SoftmaxWithLoss": emit_loss.softmax_with_loss,
     "EuclideanLoss": emit_loss.euclidean_loss,
     "Accuracy": emit_loss.accuracy,

@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
 from pynetbuilder.pytorch.adapter import DATA_TYPES, Analysed
 from pynetbuilder.pytorch.base import CaffeLayer
+from pynetbuilder.pytorch.emit_conv import Convolution, InnerProduct
+from pynetbuilder.pytorch.emit_neuron import Elementwise
 from pynetbuilder.pytorch.emit_norm import BatchNorm, Scale
+from pynetbuilder.pytorch.emit_shape import Eltwise
 from pynetbuilder.pytorch.emitters import emitter_for
 
 
@@ -74,7 +78,7 @@ class CaffeNet(nn.Module):
                     self.loss_weights[top] = float(weight)
         self.inputs = tuple(inputs)
         self.outputs = tuple(available)
-        self._steps = _fused(steps) if fuse else steps
+        self._steps = _in_place(_fused(steps)) if fuse else steps
 
     def _attr_name(self, name: str) -> str:
         attr = name.replace(".", "_") or "_"
@@ -87,14 +91,26 @@ class CaffeNet(nn.Module):
         return {name: getattr(self, attr) for name, attr in self.attr_of.items()}
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        blobs = self.run(inputs)
+        # each input looked up by name (not iterated), so torch.fx can trace it
+        blobs = self.run({name: inputs[name] for name in self.inputs})
         return {name: blobs[name] for name in self.outputs}
 
-    def run(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every blob after the forward pass (an in-place blob holds its last value)."""
+    def run(self, inputs: Mapping[str, torch.Tensor],
+            forced: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Every blob after the forward pass (an in-place blob holds its last value).
+
+        ``forced``: final blob values from elsewhere (Caffe's); a layer reading a blob
+        that no later layer rewrites takes it from there instead of from this pass,
+        so each layer (with the in-place layers after it) is checked on its own."""
         blobs = dict(inputs)
-        for fn, bottoms, tops in self._steps:
-            out = fn(*[blobs[b] for b in bottoms])
+        rewritten_after = self._rewritten_after() if forced is not None else None
+        for i, (fn, bottoms, tops) in enumerate(self._steps):
+            if rewritten_after is None:
+                args = [blobs[b] for b in bottoms]
+            else:
+                args = [forced[b] if b in forced and b not in rewritten_after[i] else blobs[b]
+                        for b in bottoms]
+            out = fn(*args)
             if len(tops) == 1:
                 blobs[tops[0]] = out
             else:
@@ -102,12 +118,53 @@ class CaffeNet(nn.Module):
                     blobs[top] = value
         return blobs
 
+    def _rewritten_after(self) -> list[set[str]]:
+        """For each step, the blobs it or a later step writes."""
+        later: set[str] = set()
+        sets = []
+        for _, _, tops in reversed(self._steps):
+            later.update(tops)
+            sets.append(set(later))
+        return sets[::-1]
+
     def loss(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Caffe's net loss: the sum of each loss-weighted top, times its weight."""
         terms = [blobs[t].sum() * w for t, w in self.loss_weights.items()]
         if not terms:
             raise ValueError(f"net {self.net_name!r} has no loss (no top with a loss_weight)")
         return torch.stack(terms).sum()
+
+
+class _ReLUInPlace:
+    """ReLU rewriting its input, as Caffe's in-place ReLU does (and torchvision's)."""
+
+    def __init__(self, slope: float) -> None:
+        self.slope = slope
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu_(x) if not self.slope else nnf.leaky_relu_(x, self.slope)
+
+
+# producers whose backward does not need their output, so a ReLU may overwrite it
+_OVERWRITABLE = (Convolution, InnerProduct, _BatchNormScale, BatchNorm, Scale, Eltwise)
+
+
+def _in_place(steps: list) -> list:
+    """A Caffe in-place ReLU (top = bottom) right after the layer that wrote its blob
+    overwrites it, when nothing else read the blob and autograd does not need it."""
+    out = list(steps)
+    for i in range(1, len(out)):
+        module, bottoms, tops = out[i]
+        if not (isinstance(module, Elementwise) and bottoms == tops and len(tops) == 1):
+            continue
+        slope = 0.0 if module.fn is nnf.relu else getattr(module.fn, "slope", None)
+        producer, _, p_tops = out[i - 1]
+        if slope is None or tops[0] not in p_tops or not isinstance(producer, _OVERWRITABLE):
+            continue
+        if isinstance(producer, Eltwise) and producer.op != "SUM":
+            continue
+        out[i] = (_ReLUInPlace(slope), bottoms, tops)
+    return out
 
 
 def _fused(steps: list) -> list:

@@ -9,6 +9,7 @@ rounding; ``tolerance`` 1e-4 by default).
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,13 @@ import numpy as np
 import torch
 
 from pynetbuilder.pytorch.adapter import Analysed, analysed
-from pynetbuilder.pytorch.caffe_oracle import CaffeNoise, CaffeRun, caffe_ready, run_caffe
+from pynetbuilder.pytorch.caffe_oracle import (
+    CaffeNoise,
+    CaffeRun,
+    caffe_ready,
+    out_of_place,
+    run_caffe,
+)
 from pynetbuilder.pytorch.module import CaffeNet
 from pynetbuilder.pytorch.weights import load_caffemodel
 
@@ -44,6 +51,7 @@ class Verification:
     phase: str
     tolerance: float
     blobs: list[BlobCheck]
+    seed: int = 0
     params: list[BlobCheck] = field(default_factory=list)  # after the forward (BatchNorm)
     gradients: list[BlobCheck] = field(default_factory=list)
 
@@ -121,12 +129,19 @@ def verify(
     tolerance: float = 1e-4,
     gradients: bool = False,
     inputs: Mapping[str, np.ndarray] | None = None,
+    per_layer: bool = False,
 ) -> Verification:
     """Run ``net`` in real Caffe and as a module on one random input; compare every blob
     (and with ``gradients`` the input and parameter gradients of a backward pass:
-    the net's loss, else random output gradients)."""
+    the net's loss, else random output gradients).  ``per_layer``: each layer reads
+    Caffe's own values of its inputs (see :meth:`CaffeNet.run`), so rounding does not
+    build up through the depth of an ill-conditioned net."""
     a = analysed(net, knobs, phase=phase, input_shape=input_shape)
+    if per_layer and gradients:  # every intermediate gradient visible in Caffe
+        a = _out_of_place(a)
     module = CaffeNet(a)
+    if weights is not None:  # refused here, with the mismatches named, before Caffe runs
+        load_caffemodel(module, weights)
     data = dict(inputs) if inputs is not None else random_inputs(a, module, seed)
     drop = ("Accuracy",) if gradients else ()
     ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop)
@@ -135,22 +150,25 @@ def verify(
         rng = np.random.default_rng(seed + 1)
         top_diffs = {o: rng.standard_normal(a.shapes[o]).astype(np.float32)
                      for o in module.outputs}
-    run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
-                    backward=gradients)
-    load_caffemodel(module, weights or run.weights)
-    return check(module, a, run, data, seed, tolerance, gradients, top_diffs)
+    with tempfile.TemporaryDirectory(prefix="pynetbuilder-verify-") as tmp:
+        run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
+                        backward=gradients, keep=Path(tmp))
+        if weights is None:
+            load_caffemodel(module, run.weights)
+    return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer)
 
 
 def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.ndarray],
           seed: int, tolerance: float, gradients: bool,
-          top_diffs: Mapping[str, np.ndarray] | None) -> Verification:
+          top_diffs: Mapping[str, np.ndarray] | None, per_layer: bool = False) -> Verification:
     set_noise(module, CaffeNoise(seed))
     tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).requires_grad_(
         gradients and k not in _labels(a)) for k, v in data.items()}
+    forced = {k: torch.from_numpy(v) for k, v in run.blobs.items()} if per_layer else None
     with torch.set_grad_enabled(gradients):
-        blobs = module.run(tensors)
+        blobs = module.run(tensors, forced)
     set_noise(module, None)
-    result = Verification(a.name, a.phase, tolerance, [])
+    result = Verification(a.name, a.phase, tolerance, [], seed)
     scales = _loss_scales(a, run)
     for name, theirs in run.blobs.items():
         if name in blobs and name in a.shapes:
@@ -158,13 +176,86 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
                                         scales.get(name, 0.0)))
     for layer, tensors_ in _blob_tensors(module).items():
         for i, t in enumerate(tensors_):
-            if layer in run.params and module.layer_modules[layer].blob_names[i] in (
+            if a.phase == "train" and layer in run.params and \
+                    module.layer_modules[layer].blob_names[i] in (
                     "mean", "variance", "scale_factor"):
                 result.params.append(compare(f"{layer}[{i}]", _np(t), run.params[layer][i],
                                              tolerance))
-    if gradients:
+    if gradients and per_layer:
+        _check_local_gradients(module, run, tolerance, result)
+    elif gradients:
         _check_gradients(module, a, run, blobs, tensors, top_diffs, tolerance, result)
     return result
+
+
+def _out_of_place(a: Analysed) -> Analysed:
+    net = out_of_place(a.net)
+    shapes = dict(a.shapes)
+    for layer in net.layer:
+        for top in layer.top:
+            if "@" in top and top not in shapes:
+                shapes[top] = shapes[top.split("@")[0]]
+    return Analysed(a.name, net, shapes, a.phase)
+
+
+def _check_local_gradients(module: CaffeNet, run: CaffeRun, tolerance: float,
+                           result: Verification) -> None:
+    """Each layer's backward on Caffe's own inputs and output gradients: the gradient
+    of each blob (summed over the layers reading it) and of each parameter blob."""
+    grads: dict[str, torch.Tensor] = {}
+    module.zero_grad(set_to_none=True)
+    set_noise(module, CaffeNoise(result.seed))
+    for fn, bottoms, tops in module._steps:
+        xs = [torch.from_numpy(run.blobs[b].copy()).requires_grad_(True) for b in bottoms]
+        out = fn(*xs)
+        outs = [out] if len(tops) == 1 else list(out)
+        terms = [(o * torch.from_numpy(run.diffs[t]).reshape(o.shape)).sum()
+                 for t, o in zip(tops, outs) if t in run.diffs and o.requires_grad]
+        if terms:
+            torch.stack(terms).sum().backward()
+        for b, x in zip(bottoms, xs):
+            if x.grad is not None:
+                grads[b] = grads[b] + x.grad if b in grads else x.grad
+    set_noise(module, None)
+    for name, g in grads.items():
+        if name in run.diffs:
+            result.gradients.append(compare(f"d {name}", _np(g), run.diffs[name], tolerance))
+    magnitude = _absolute_param_gradients(module, run)
+    for layer, tensors_ in _blob_tensors(module).items():
+        for i, t in enumerate(tensors_):
+            if isinstance(t, torch.nn.Parameter) and layer in run.param_diffs:
+                g = t.grad if t.grad is not None else torch.zeros_like(t)
+                result.gradients.append(compare(f"d {layer}[{i}]", _np(g),
+                                                run.param_diffs[layer][i], tolerance,
+                                                magnitude.get((layer, i), 0.0)))
+
+
+def _absolute_param_gradients(module: CaffeNet, run: CaffeRun) -> dict[tuple[str, int], float]:
+    """The largest value of each parameter gradient computed from absolute values
+    (``sum |dy| |x|``: the scale of its float32 rounding).  A gradient that cancels
+    to nearly 0 has no relative precision and is compared at this scale.  (Measured:
+    in PyramidNet every path from a block's last Scale shift enters a TRAIN-phase
+    BatchNorm, so its exact gradient is 0; Caffe's is ~1e-8 against a sum of |dy| of
+    ~1e-2, and a float64 evaluation is as far from Caffe's as ours.)"""
+    names = {id(m): n for n, m in module.layer_modules.items()}
+    out: dict[tuple[str, int], float] = {}
+    for fn, bottoms, tops in module._steps:
+        params = dict(fn.named_parameters()) if isinstance(fn, torch.nn.Module) else {}
+        if not params or any(t not in run.diffs for t in tops):
+            continue
+        absolute = {k: p.detach().abs().requires_grad_(True) for k, p in params.items()}
+        xs = [torch.from_numpy(np.abs(run.blobs[b])) for b in bottoms]
+        y = torch.func.functional_call(fn, absolute, tuple(xs))
+        ys = [y] if len(tops) == 1 else list(y)
+        total = torch.stack([(o * torch.from_numpy(np.abs(run.diffs[t])).reshape(o.shape)).sum()
+                             for t, o in zip(tops, ys)]).sum()
+        grads = torch.autograd.grad(total, list(absolute.values()), allow_unused=True)
+        by_name = dict(zip(absolute, grads))
+        for i, blob in enumerate(fn.blob_names):
+            g = by_name.get(blob)
+            if g is not None:
+                out[(names[id(fn)], i)] = float(g.abs().max())
+    return out
 
 
 def _loss_scales(a: Analysed, run: CaffeRun) -> dict[str, float]:

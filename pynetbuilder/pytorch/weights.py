@@ -44,6 +44,8 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
 def _blob_array(blob: Any) -> np.ndarray:
     if blob.HasField("shape"):
         shape = tuple(int(d) for d in blob.shape.dim)
+    elif not any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        shape = ()  # a 0-axis blob (a shared PReLU or Normalize scale) has no shape field
     else:
         shape = (blob.num, blob.channels, blob.height, blob.width)
     values = blob.data if len(blob.data) else blob.double_data

@@ -1,0 +1,60 @@
+"""``pynetbuilder convert NET [KNOB FLAGS] --from WEIGHTS -o OUT [--layout L]``.
+
+WEIGHTS and OUT are ``.caffemodel``, ``.pth`` or ``.safetensors``.  A state dict is
+ours (the module's keys) or torchvision's / timm's for the families that share
+their parameters (told apart by its keys).  OUT is written in ``--layout`` (default:
+the layout read, ``ours`` for a .caffemodel).  Every layer and shape is checked
+before anything is written; a mismatch is one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pynetbuilder.cli import Parser
+from pynetbuilder.commands.analyze import add_net_flags, split_net_and_knobs
+from pynetbuilder.errors import UsageError
+from pynetbuilder.io import write_files
+
+
+def parser(prog: str = "pynetbuilder convert") -> Parser:
+    p = Parser(prog=prog, allow_abbrev=False,
+               usage="%(prog)s NET [KNOB FLAGS] --from WEIGHTS -o OUT [--layout L]",
+               description="Convert a net's weights between .caffemodel, .pth and "
+               ".safetensors (ours, torchvision's or timm's names).")
+    add_net_flags(p)
+    p.add_argument("--from", dest="source", required=True, metavar="WEIGHTS")
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--layout", help="names in OUT (.pth/.safetensors): ours, "
+                   "torchvision_resnet, torchvision_vgg, torchvision_squeezenet, "
+                   "timm_mobilenetv1, timm_tresnet (default: those read)")
+    return p
+
+
+def main(argv: Sequence[str], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    p = parser()
+    args, rest = p.parse_known_args(list(argv))
+    net_arg, knobs = split_net_and_knobs(rest, p.prog)
+    try:
+        from pynetbuilder.pytorch import to_module
+        from pynetbuilder.pytorch.convert import load_weights, read_state_dict, weights_bytes
+        from pynetbuilder.pytorch.zoo_weights import LAYOUTS
+    except ImportError as exc:
+        raise UsageError(f"convert needs PyTorch: pip install pynetbuilder[torch] ({exc})") \
+            from None
+    if args.layout is not None and args.layout not in ("ours", *LAYOUTS):
+        raise UsageError(f"--layout {args.layout!r} is unknown; allowed: ours, "
+                         + ", ".join(LAYOUTS))
+    module = to_module(net_arg, knobs, phase=args.phase, input_shape=args.input_shape)
+    read = load_weights(module, args.source)
+    layout = args.layout or ("ours" if read == "caffe" else read)
+    keys = read_state_dict(args.source).keys() if read not in ("caffe", "ours") and \
+        layout == read else None
+    data = weights_bytes(module, args.output, layout, keys)
+    write_files({Path(args.output): data})
+    print(f"wrote {args.output} ({layout if not args.output.endswith('.caffemodel') else 'Caffe'}"
+          f" weights of {module.net_name}, read as {read})", file=out)

@@ -1,0 +1,101 @@
+"""ONNX through onnxruntime, and OpenCV's DNN module, against real Caffe (proof of
+issue 13, parts 3 and the third executor).
+
+Deploy nets with random weights that Caffe draws: ``pynetbuilder export --to onnx``
+run by onnxruntime, and ``cv2.dnn.readNetFromCaffe`` on the same prototxt and
+``.caffemodel``, give Caffe's outputs (1e-4 of the largest magnitude).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import SHARED, run_command
+from test_pytorch_layers import layer, net_text, pool_grid
+
+from pynetbuilder.pytorch.adapter import analysed
+from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe
+from pynetbuilder.schema import to_text
+
+FIXTURES = SHARED / "fixtures" / "prototxt"
+DEPLOY = ["squeezenet:version=1_0", "alexnet", "mobilenet:width_multiplier=0.25",
+          "resnet_imagenet:blocks=1,1,1,1", "tresnet:variant=M:crop_size=64",
+          "densenet:depth=40:block_type=bottleneck:compression_rate=0.5",
+          str(FIXTURES / "ResNet-50-deploy.prototxt")]
+
+
+def caffe_outputs(net: str, tmp_path):
+    a = analysed(net)
+    ready = caffe_ready(a.net, a.shapes, 0)
+    name = (list(a.net.input) or [la.top[0] for la in a.net.layer if la.type == "Input"])[0]
+    x = np.random.default_rng(0).standard_normal(a.shapes[name]).astype(np.float32)
+    run = run_caffe(ready, "deploy", {name: x}, keep=tmp_path)
+    return a, ready, x, run
+
+
+def close(ours, theirs, tolerance=1e-4):
+    theirs = np.asarray(theirs, np.float64)
+    ours = np.asarray(ours, np.float64).reshape(theirs.shape)
+    return np.abs(ours - theirs).max() <= tolerance * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("net", DEPLOY)
+def test_onnx_in_onnxruntime_gives_caffes_outputs(tmp_path, capsys, net):
+    a, ready, x, run = caffe_outputs(net, tmp_path)
+    code, out, err = run_command("export", net, "--to", "onnx", "-o", str(tmp_path / "n.onnx"),
+                                 "--weights", str(run.weights), capsys=capsys)
+    assert code == 0, err
+    session = ort.InferenceSession(str(tmp_path / "n.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    got = session.run(None, {"data": x})
+    for name, value in zip(names, got):
+        assert close(value, run.blobs[name]), name
+
+
+@pytest.mark.parametrize("net", DEPLOY)
+def test_opencv_dnn_gives_caffes_outputs(tmp_path, net):
+    import cv2
+    assert cv2.__version__.startswith("4."), "OpenCV 5 dropped the Caffe importer"
+    a, ready, x, run = caffe_outputs(net, tmp_path)
+    (tmp_path / "deploy.prototxt").write_text(to_text(ready))
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "deploy.prototxt"), str(run.weights))
+    cv.setInput(x, "data")
+    out_name = ready.layer[-1].top[0]
+    assert close(cv.forward(ready.layer[-1].name), run.blobs[out_name])
+
+
+def test_onnx_keeps_caffes_pooling_rounding(tmp_path, capsys):
+    """Ceil rounding, dropped last windows, AVE's divisor at the padded border: the
+    pooling grid exported to ONNX agrees with Caffe blob for blob."""
+    text = net_text({"x": (2, 3, 9, 6)}, pool_grid((9, 6)) + [
+        layer("sum", "Eltwise", ["MAX0", "AVE0"], "sum")])
+    (tmp_path / "pool.prototxt").write_text(text)
+    a, ready, x, run = caffe_outputs(str(tmp_path / "pool.prototxt"), tmp_path)
+    code, out, err = run_command("export", str(tmp_path / "pool.prototxt"), "--to", "onnx",
+                                 "-o", str(tmp_path / "p.onnx"), "--weights", str(run.weights),
+                                 capsys=capsys)
+    assert code == 0, err
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    assert len(names) > 10
+    for name, value in zip(names, session.run(None, {"x": x})):
+        assert close(value, run.blobs[name]), name
+
+
+def test_torchscript_and_fx_and_compile(tmp_path, capsys):
+    """The module traces: TorchScript archive, torch.fx and torch.compile agree with it."""
+    from pynetbuilder.pytorch import to_module
+
+    code, out, err = run_command("export", "squeezenet:version=1_1", "--to", "torchscript",
+                                 "-o", str(tmp_path / "n.pt"), capsys=capsys)
+    assert code == 0, err
+    module = to_module("squeezenet:version=1_1").eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = module(data=x)["prob"]
+        gm = torch.fx.symbolic_trace(module)
+        assert torch.allclose(gm(data=x)["prob"], expected, atol=1e-7)
+        compiled = torch.compile(module, backend="eager")
+        assert torch.allclose(compiled(data=x)["prob"], expected, atol=1e-7)
