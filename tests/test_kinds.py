@@ -206,3 +206,16 @@ def test_blobs_beyond_int_max_are_refused_as_caffe_does(tmp_path):
     done = subprocess.run([str(VENV_PY), "-c", f"import caffe; caffe.Net({str(path)!r}, 1)"],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "INT_MAX" in done.stderr
+
+
+def test_emitters_are_named_by_the_registry_and_resolve():
+    """Each emitter lives in its kind's entry (a reference imported on use)."""
+    import importlib
+
+    with_emitter = {t: k.torch for t, k in KINDS.items() if k.torch}
+    assert {"Convolution", "Pooling", "BatchNorm", "SoftmaxWithLoss", "Python"} <= set(
+        with_emitter)
+    for reference in with_emitter.values():
+        module, function = reference.split(":")
+        assert callable(getattr(importlib.import_module(f"pynetbuilder.pytorch.{module}"),
+                                function))

@@ -168,11 +168,13 @@ def _conv_summary(layer: LayerLike) -> str:
 
 
 KINDS = (
-    kind("Convolution", _convolution, v1="CONVOLUTION", summary=_conv_summary, fill=BLUE),
+    kind("Convolution", _convolution, v1="CONVOLUTION", summary=_conv_summary, fill=BLUE,
+         torch="emit_conv:convolution"),
     kind("Deconvolution", _deconvolution, v1="DECONVOLUTION", param="convolution_param",
-         summary=_conv_summary, fill=BLUE),
+         summary=_conv_summary, fill=BLUE, torch="emit_conv:deconvolution"),
     kind("Im2col", _im2col, v1="IM2COL", param="convolution_param"),
     kind("InnerProduct", _inner_product, v1="INNER_PRODUCT",
-         summary=lambda layer: f"\u2192 {layer.inner_product_param.num_output}", fill=ORANGE),
+         summary=lambda layer: f"\u2192 {layer.inner_product_param.num_output}", fill=ORANGE,
+              torch="emit_conv:inner_product"),
     kind("Embed", _embed),
 )

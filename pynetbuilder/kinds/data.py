@@ -111,5 +111,5 @@ KINDS = (
          source="data_param", reads="database", origin="ssd"),
     kind("DummyData", _dummy, category=_DATA, v1="DUMMY_DATA"),
     kind("MemoryData", _memory, category=_DATA, v1="MEMORY_DATA"),
-    kind("Python", _python, summary=_python_summary),
+    kind("Python", _python, summary=_python_summary, torch="emit_python:python"),
 )

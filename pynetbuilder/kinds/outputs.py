@@ -92,8 +92,8 @@ def _loss_kind(type_name: str, v1: str = "", rule=_loss, **details: object):  # 
 
 KINDS = (
     _loss_kind("SoftmaxWithLoss", "SOFTMAX_LOSS", _softmax_loss, param="softmax_param",
-               labels=_softmax_labels),
-    _loss_kind("EuclideanLoss", "EUCLIDEAN_LOSS"),
+               labels=_softmax_labels, torch="emit_loss:softmax_with_loss"),
+    _loss_kind("EuclideanLoss", "EUCLIDEAN_LOSS", torch="emit_loss:euclidean_loss"),
     _loss_kind("SigmoidCrossEntropyLoss", "SIGMOID_CROSS_ENTROPY_LOSS"),
     _loss_kind("HingeLoss", "HINGE_LOSS", labels=_per_item_labels),
     _loss_kind("MultinomialLogisticLoss", "MULTINOMIAL_LOGISTIC_LOSS", labels=_per_item_labels),
@@ -102,6 +102,6 @@ KINDS = (
     _loss_kind("SmoothL1Loss", origin="brocolli"),
     _loss_kind("MultiBoxLoss", origin="ssd"),
     kind("Accuracy", _accuracy, category=Category.ACCURACY, v1="ACCURACY", fill=PINK,
-         labels=_accuracy_labels),
+         labels=_accuracy_labels, torch="emit_loss:accuracy"),
     kind("HDF5Output", _no_tops, v1="HDF5_OUTPUT"),
 )

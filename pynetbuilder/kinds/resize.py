@@ -83,9 +83,9 @@ def _bilinear(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] 
 
 
 KINDS = (
-    kind("Upsample", _upsample, origin="brocolli"),
+    kind("Upsample", _upsample, origin="brocolli", torch="emit_shape:upsample"),
     kind("PixelShuffle", _pixel_shuffle, param="pixelshuffle_param", origin="brocolli"),
-    kind("Pad", _pad, origin="brocolli"),
+    kind("Pad", _pad, origin="brocolli", torch="emit_shape:pad"),
     kind("Resize", _resize, origin="brocolli"),
     kind("BilinearInterpolate", _bilinear, origin="brocolli"),
 )
