@@ -161,8 +161,7 @@ def _count(src: training.DataSource, base: Path, flag: str) -> int:
 
 
 def _run_checks(plan: Plan, args: argparse.Namespace) -> None:
-    training.gpu_flag(args.gpu)
-    training.caffe_tool()
+    training.caffe_tool(args.gpu)
     if args.resume and args.weights:
         raise UsageError("give --resume (continue a run) or --weights (start from weights), "
                          "not both")
