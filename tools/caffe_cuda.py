@@ -249,6 +249,21 @@ def _in_wheel(lib: Library, major: int) -> Found | None:
     return Found(lib, header, so.parent, so.name, f"pip: {dist_name} {dist.version}")
 
 
+def _pip_install(requirement: str, log: Callable[[str], None]) -> tuple[int, str]:
+    """``pip install requirement`` into this Python's environment, its progress echoed
+    (the wheels are hundreds of MB); (exit status, last line)."""
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+           "--progress-bar", "off", requirement]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = "no output"
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip():
+            last = line.strip()
+            log(f"  pip: {last}")
+    return proc.wait(), last
+
+
 def find_libraries(toolkit: Toolkit, install: bool = True,
                    log: Callable[[str], None] = print) -> list[Found]:
     """cuBLAS, cuRAND, cuDNN: the toolkit's, else the wheels in this Python environment,
@@ -261,11 +276,8 @@ def find_libraries(toolkit: Toolkit, install: bool = True,
             dist_name, spec = lib.wheels[major]
             log(f"{lib.name} is not in the CUDA toolkit: installing {dist_name}{spec} from "
                 f"PyPI into {sys.prefix}")
-            cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                   f"{dist_name}{spec}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            status, last = _pip_install(f"{dist_name}{spec}", log)
+            if status != 0:
                 raise CudaError(f"{lib.name} for CUDA {major} is missing (not in {toolkit.root}) "
                                 f"and `pip install {dist_name}{spec}` failed ({last}); install "
                                 "it and run again")
@@ -473,8 +485,10 @@ def apply_patches(src: Path) -> None:
 def makefile_lines(toolkit: Toolkit, archs: tuple[int, ...], include: Path, lib: Path,
                    rpath: list[Path]) -> list[str]:
     """Makefile.config lines for the CUDA build, after the CPU build's common ones."""
+    cccl = toolkit.root / "include" / "cccl"  # CUDA 13's thrust/cub; nvcc adds it itself
     return [
         f"CUDA_DIR := {toolkit.root}",
+        *([f"INCLUDE_DIRS += {cccl}"] if cccl.is_dir() else []),
         f"CUDA_ARCH := {gencode_flags(archs)}",
         "CXXFLAGS += -std=c++17",
         "NVCCFLAGS += -std=c++17",
