@@ -23,6 +23,8 @@ The source changes (:data:`PATCHES`, each must match the pinned source exactly o
 - cuDNN 8 removed ``cudnnGetConvolution{Forward,BackwardFilter,BackwardData}Algorithm``:
   the convolution layer asks the ``_v7`` calls (every algorithm ranked by expected
   speed) and takes the fastest that fits the same 8 MB workspace limit as before.
+- ``ProposalLayer::Backward_gpu`` is declared but never defined in this source (a
+  CPU_ONLY build never instantiates it): defined as the no-op its CPU twin is.
 - ``caffe device_query`` reports "no CUDA device" with CUDA's reason and exit status
   1 instead of aborting in a failed check; without ``-gpu`` it queries every GPU.
 - C++17 (CUDA 13's thrust/cub require it) and GPU code for the common data-centre
@@ -427,6 +429,17 @@ _MULTI_GPU = """\
     sync.Run(gpus);"""
 
 
+_PROPOSAL_BACKWARD = """\
+// pynetbuilder: proposal_layer.hpp declares Backward_gpu, this source never
+// defined it (a CPU_ONLY build never instantiates it); like Backward_cpu,
+// proposals pass no gradient.
+template <typename Dtype>
+void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {}
+
+INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);"""
+
+
 @dataclass(frozen=True)
 class Patch:
     path: str
@@ -459,6 +472,8 @@ PATCHES = (
             r"\s*workspace_limit_bytes,\s*&(?P<out>\w+)\[i\]\)\s*\);",
             _algorithm_call)
       for kind in ("Forward", "BackwardFilter", "BackwardData")),
+    Patch("src/caffe/layers/proposal_layer.cu", "ProposalLayer::Backward_gpu (never defined)",
+          r"INSTANTIATE_LAYER_GPU_FUNCS\(ProposalLayer\);", _PROPOSAL_BACKWARD),
     Patch("tools/caffe.cpp", "device_query without a GPU",
           r"int device_query\(\) \{\n  LOG\(INFO\) << \"Querying GPUs \" << FLAGS_gpu;",
           _DEVICE_QUERY),
