@@ -25,6 +25,9 @@ The source changes (:data:`PATCHES`, each must match the pinned source exactly o
   speed) and takes the fastest that fits the same 8 MB workspace limit as before.
 - ``ProposalLayer::Backward_gpu`` is declared but never defined in this source (a
   CPU_ONLY build never instantiates it): defined as the no-op its CPU twin is.
+- Six layers it added (ReLU6, HardSwish, HardSigmoid, Upsample, PixelShuffle, MaxUnPool)
+  have CPU code only, and their GPU functions are declared but never defined: in GPU
+  mode they run their CPU code, as Caffe's ``Layer`` does by default.
 - ``caffe device_query`` reports "no CUDA device" with CUDA's reason and exit status
   1 instead of aborting in a failed check; without ``-gpu`` it queries every GPU.
 - C++17 (CUDA 13's thrust/cub require it) and GPU code for the common data-centre
@@ -440,6 +443,34 @@ void ProposalLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
 INSTANTIATE_LAYER_GPU_FUNCS(ProposalLayer);"""
 
 
+# Layers this source added with CPU code only: their .cpp stubs the GPU functions
+# under CPU_ONLY, and no .cu defines them, so a CUDA build does not link.
+CPU_ONLY_LAYERS = {
+    "ReLU6Layer": "relu6_layer", "HardSwishLayer": "hardswish_layer",
+    "HardSigmoidLayer": "hardsigmoid_layer", "UpsampleLayer": "upsample_layer",
+    "PixelShuffleLayer": "pixelshuffle_layer", "MaxUnPoolLayer": "maxunpool_layer",
+}
+
+_GPU_RUNS_CPU = """\
+#ifdef CPU_ONLY
+STUB_GPU({name});
+#else
+// pynetbuilder: no CUDA kernels for {name} in this source: in GPU mode it runs
+// its CPU code (the blobs sync between device and host), as Layer's defaults do.
+template <typename Dtype>
+void {name}<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {{
+  Forward_cpu(bottom, top);
+}}
+
+template <typename Dtype>
+void {name}<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {{
+  Backward_cpu(top, propagate_down, bottom);
+}}
+#endif"""
+
+
 @dataclass(frozen=True)
 class Patch:
     path: str
@@ -474,6 +505,10 @@ PATCHES = (
       for kind in ("Forward", "BackwardFilter", "BackwardData")),
     Patch("src/caffe/layers/proposal_layer.cu", "ProposalLayer::Backward_gpu (never defined)",
           r"INSTANTIATE_LAYER_GPU_FUNCS\(ProposalLayer\);", _PROPOSAL_BACKWARD),
+    *(Patch(f"src/caffe/layers/{stem}.cpp", f"{name}'s GPU functions (never defined)",
+            rf"#ifdef CPU_ONLY\s*\n\s*STUB_GPU\({name}\);\s*\n\s*#endif",
+            _GPU_RUNS_CPU.format(name=name))
+      for name, stem in CPU_ONLY_LAYERS.items()),
     Patch("tools/caffe.cpp", "device_query without a GPU",
           r"int device_query\(\) \{\n  LOG\(INFO\) << \"Querying GPUs \" << FLAGS_gpu;",
           _DEVICE_QUERY),
