@@ -101,6 +101,7 @@ CUDA_BUILD_OPTIONS = {**{k: v for k, v in BUILD_OPTIONS.items() if k != "CPU_ONL
                       "USE_CUDNN": "1"}
 CUDA_PATCH_REVISION = 1
 CUDA_DEPS = "cuda-deps"  # in the staging folder: header and library links for the build
+CUDA_PREPARED = "PREPARED"  # in the staging folder: a failed build there can be continued
 CUDA_MINUTES_PER_ARCH = 6  # measured: see README (2 cores)
 CUDA_TOOL = "caffe-cuda"
 
@@ -306,7 +307,8 @@ def cuda_config(abi: dict[str, str], cuda: CudaPlan, src: Path, staging: Path) -
     return makefile_config(abi, CUDA_BUILD_OPTIONS, extra)
 
 
-def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str) -> None:
+def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str,
+             after: str = "nothing was cached; fix the cause and run again") -> None:
     """Run make, echoing one progress line per compiled file."""
     env = dict(os.environ, LC_ALL="C")
     count = 0
@@ -336,7 +338,7 @@ def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str
             print(f"    {ln}", file=sys.stderr)
         raise SetupError(
             f"`make {' '.join(target)}` failed with exit {rc} while building Caffe; "
-            f"full log: {logfile} (nothing was cached; fix the cause and run again)"
+            f"full log: {logfile} ({after})"
         )
 
 
@@ -364,7 +366,20 @@ def build_caffe(abi: dict[str, str], final: Path, cuda: CudaPlan | None = None) 
     logdir = cache_root() / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     logfile = logdir / f"{final.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-building-"))
+    if cuda is None:
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-building-"))
+        resume = False
+        after = "nothing was cached; fix the cause and run again"
+    else:
+        # A CUDA build is long: a failed one keeps what it compiled in this hidden folder
+        # (never a cache entry: no BUILD_OK, another name) and the next run continues it.
+        staging = final.parent / f".{final.name}-partial"
+        resume = (staging / CUDA_PREPARED).exists()
+        if not resume:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+        after = (f"no usable build was cached; the compiled part is kept in {staging}, "
+                 "and the next run continues it")
     try:
         if cuda is None:
             log(f"building Caffe {CAFFE_VERSION} (about 8 minutes on 2 cores); log: {logfile}")
@@ -374,40 +389,46 @@ def build_caffe(abi: dict[str, str], final: Path, cuda: CudaPlan | None = None) 
                 f"{CUDA_MINUTES_PER_ARCH} per architecture on 2 cores); log: {logfile}")
             for f in cuda.libraries:
                 log(f"  {f.library.name}: {f.lib / f.soname} ({f.origin})")
-        with tarfile.open(archive) as tar:
-            extract_safely(tar, staging)
         src = staging / SOURCE_DIR_NAME
-        makefile = src / "Makefile"
-        text = makefile.read_text()
-        # The sdist forces BUILD_DIR = temp after including Makefile.config.
-        text = re.sub(r"^BUILD_DIR = temp\n", "", text, flags=re.M)
-        makefile.write_text(text)
-        # Old-style generated code that protobuf >= 4 rejects; make pycaffe regenerates it.
-        (src / "python" / "caffe" / "proto" / "caffe_pb2.py").unlink(missing_ok=True)
-        if cuda is None:
-            (src / "Makefile.config").write_text(makefile_config(abi))
+        if resume:
+            log(f"continuing the interrupted build in {staging}")
         else:
-            (src / "Makefile.config").write_text(cuda_config(abi, cuda, src, staging))
-        shutil.rmtree(src / ".git", ignore_errors=True)
+            with tarfile.open(archive) as tar:
+                extract_safely(tar, staging)
+            makefile = src / "Makefile"
+            text = makefile.read_text()
+            # The sdist forces BUILD_DIR = temp after including Makefile.config.
+            text = re.sub(r"^BUILD_DIR = temp\n", "", text, flags=re.M)
+            makefile.write_text(text)
+            # Old-style generated code that protobuf >= 4 rejects; make pycaffe regenerates it.
+            (src / "python" / "caffe" / "proto" / "caffe_pb2.py").unlink(missing_ok=True)
+            if cuda is None:
+                (src / "Makefile.config").write_text(makefile_config(abi))
+            else:
+                (src / "Makefile.config").write_text(cuda_config(abi, cuda, src, staging))
+                (staging / CUDA_PREPARED).write_text("source unpacked, patched, configured\n")
+            shutil.rmtree(src / ".git", ignore_errors=True)
         jobs = str(max(1, os.cpu_count() or 1))
         n_sources = sum(1 for _ in (src / "src" / "caffe").rglob("*.cpp")
                         if "/test/" not in str(_)) + len(list((src / "tools").glob("*.cpp")))
         if cuda is not None:
             n_sources += sum(1 for _ in (src / "src" / "caffe").rglob("*.cu")
                              if "/test/" not in str(_))
-        run_make(src, ["-j", jobs, "all"], logfile, n_sources + 4, "caffe")
-        run_make(src, ["-j", jobs, "pycaffe"], logfile, 0, "pycaffe")
+        run_make(src, ["-j", jobs, "all"], logfile, n_sources + 4, "caffe", after)
+        run_make(src, ["-j", jobs, "pycaffe"], logfile, 0, "pycaffe", after)
         # Drop object files: they are large and nothing uses them after linking.
         for obj in (src / "build").resolve().rglob("*.o"):
             obj.unlink()
         shutil.rmtree(staging / CUDA_DEPS, ignore_errors=True)  # build-time links only
+        (staging / CUDA_PREPARED).unlink(missing_ok=True)
         (staging / "BUILD_OK").write_text(repr(abi) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
         log(f"Caffe built and cached in {final}")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if cuda is None or not (staging / CUDA_PREPARED).exists():
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
