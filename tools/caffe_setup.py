@@ -102,7 +102,9 @@ CUDA_BUILD_OPTIONS = {**{k: v for k, v in BUILD_OPTIONS.items() if k != "CPU_ONL
 CUDA_PATCH_REVISION = 1
 CUDA_DEPS = "cuda-deps"  # in the staging folder: header and library links for the build
 CUDA_PREPARED = "PREPARED"  # in the staging folder: a failed build there can be continued
-CUDA_MINUTES_PER_ARCH = 6  # measured: see README (2 cores)
+# Measured on 2 cores: the C++ part and one architecture (+ its PTX) about 20 minutes,
+# each further architecture about 4 (nvcc's device code generation per architecture).
+CUDA_MINUTES = (20, 4)
 CUDA_TOOL = "caffe-cuda"
 
 
@@ -384,9 +386,10 @@ def build_caffe(abi: dict[str, str], final: Path, cuda: CudaPlan | None = None) 
         if cuda is None:
             log(f"building Caffe {CAFFE_VERSION} (about 8 minutes on 2 cores); log: {logfile}")
         else:
+            minutes = CUDA_MINUTES[0] + CUDA_MINUTES[1] * (len(cuda.archs) - 1)
             log(f"building Caffe {CAFFE_VERSION} with CUDA {cuda.toolkit.label} for "
-                f"{caffe_cuda.describe_archs(cuda.archs)} (long: about 8 minutes plus "
-                f"{CUDA_MINUTES_PER_ARCH} per architecture on 2 cores); log: {logfile}")
+                f"{caffe_cuda.describe_archs(cuda.archs)} (long: about {minutes} minutes on 2 "
+                f"free cores; CUDA_ARCHS=... builds fewer); log: {logfile}")
             for f in cuda.libraries:
                 log(f"  {f.library.name}: {f.lib / f.soname} ({f.origin})")
         src = staging / SOURCE_DIR_NAME
