@@ -28,6 +28,7 @@ set-up (``.venv``, Debian's packages):
 
     python3 benchmarks/gpu_caffe.py bundle
     python3 benchmarks/gpu_caffe.py run --bundle out/gpu_bundle.tar.xz --results "$OUT"
+    .venv/bin/python benchmarks/gpu_caffe.py run --cpu-only    (checks the bundle here)
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def _last_accuracy(text: str) -> float | None:
     return float(found[-1]) if found else None
 
 
-def run(bundle_file: Path, results: Path, python: str) -> int:
+def run(bundle_file: Path, results: Path, python: str, cpu_only: bool = False) -> int:
     results.mkdir(parents=True, exist_ok=True)
     logs = results / "logs"
     logs.mkdir(exist_ok=True)
@@ -226,9 +227,12 @@ def run(bundle_file: Path, results: Path, python: str) -> int:
     report: dict[str, object] = {
         "date": datetime.date.today().isoformat(), "bundle": manifest,
         "torch_cuda_dirs": cuda_dirs, "missing_cuda_libraries": missing}
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                          "--format=csv,noheader"], capture_output=True, text=True)
-    report["gpus"] = [g.strip() for g in smi.stdout.splitlines() if g.strip()]
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True).stdout
+    except OSError:
+        smi = ""
+    report["gpus"] = [g.strip() for g in smi.splitlines() if g.strip()]
     report["cpu_cores"] = os.cpu_count()
     print(f"GPUs: {report['gpus']}; PyTorch CUDA folders: {len(cuda_dirs)}", flush=True)
     if missing:
@@ -245,7 +249,7 @@ def run(bundle_file: Path, results: Path, python: str) -> int:
     names = re.findall(r"Name:\s+(.+)", text)
     report["device_query"] = {"exit": status, "gpus": names}
     print(f"device_query: exit {status}, {len(names)} GPU(s): {names}", flush=True)
-    if status != 0 or not names:
+    if (status != 0 or not names) and not cpu_only:
         report["error"] = "caffe device_query found no GPU; see logs/device_query.log"
         return _finish(report, results, 1)
 
@@ -253,10 +257,12 @@ def run(bundle_file: Path, results: Path, python: str) -> int:
     timing: dict[str, dict[str, float]] = {}
     for label, build, extra, iterations in (("gpu", "cuda", ["-gpu", "0"], 20),
                                             ("cpu", "cpu", [], 2)):
+        if cpu_only and build == "cuda":
+            continue
         runs = []
-        for k in range(3):
+        for k in range(1 if cpu_only else 3):
             status, text, _ = _run([caffe[build], "time", "-model", net, "-phase", "TEST",
-                                    "-iterations", str(iterations), *extra],
+                                    "-iterations", str(1 if cpu_only else iterations), *extra],
                                    logs / f"time_resnet50_{label}_{k}.log", env[build], top,
                                    600)
             if status != 0 or not _averages(text):
@@ -271,6 +277,8 @@ def run(bundle_file: Path, results: Path, python: str) -> int:
     training: dict[str, dict[str, object]] = {}
     for label, build, extra in (("cpu", "cpu", []), ("gpu0", "cuda", ["-gpu", "0"]),
                                 ("gpu_all", "cuda", ["-gpu", "all"])):
+        if cpu_only and build == "cuda":
+            continue
         folder = work / f"digits_{label}"
         shutil.copytree(digits, folder)
         (folder / "snapshots").mkdir()
@@ -295,7 +303,7 @@ def _finish(report: dict[str, object], results: Path, status: int) -> int:
     lines = [f"Measured {report['date']} on {', '.join(report.get('gpus', [])) or 'no GPU'} "
              f"({report.get('cpu_cores')} CPU cores), by benchmarks/gpu_caffe.py."]
     t = report.get("resnet50_b32_ms")
-    if isinstance(t, dict):
+    if isinstance(t, dict) and "gpu" in t:
         lines += ["", "| ResNet-50, batch 32, `caffe time` | forward ms | backward ms | "
                   "forward-backward ms |", "| --- | ---: | ---: | ---: |"]
         for label, name in (("cpu", "CPU build (OpenBLAS)"), ("gpu", "CUDA build, GPU 0")):
@@ -327,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results", type=Path, default=Path(os.environ.get("OUT", "out/gpu_results")))
     r.add_argument("--python", default=sys.executable,
                    help="the Python whose PyTorch holds the CUDA libraries")
+    r.add_argument("--cpu-only", action="store_true",
+                   help="check the bundle on a machine without a GPU: the CPU steps only")
     args = parser.parse_args(argv)
     if args.step == "bundle":
         bundle(args.out)
         return 0
-    return run(args.bundle, args.results, args.python)
+    return run(args.bundle, args.results, args.python, args.cpu_only)
 
 
 if __name__ == "__main__":
