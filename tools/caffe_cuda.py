@@ -16,6 +16,11 @@ What it takes from where:
   ``USE_NCCL`` and otherwise refuses more than one GPU, so :data:`PATCHES` makes it
   run ``P2PSync``: ``caffe train -gpu all`` then trains on every GPU present.
 
+The CUDA build is for GPU mode.  Built with cuDNN, Caffe's layer factory picks the
+cuDNN convolution, pooling, ReLU ... layers in CPU mode too, and they need a GPU to
+set up; CPU runs use the CPU build (``<venv>/bin/caffe``), as pynetbuilder does
+without ``--gpu``.
+
 The source changes (:data:`PATCHES`, each must match the pinned source exactly once):
 
 - CUDA 13 removed ``clockRate``, ``deviceOverlap`` and ``kernelExecTimeoutEnabled``
