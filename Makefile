@@ -1,12 +1,14 @@
 # pynetbuilder: every target does its own set-up.
 #   make run   build ResNet-50 into out/resnet50 and print its report (no C++ build needed)
 #   make test  install everything missing (venv, Debian packages, real Caffe) and run the tests
+#   make caffe-cuda [CUDA_ARCHS="75 90"]  also build Caffe with CUDA (needs nvcc; long, not
+#              part of `make test`): .venv/bin/caffe-cuda, used by `pynetbuilder train --gpu`
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test caffe schema lint bench bench-torch clean browser
+.PHONY: run test caffe caffe-cuda schema lint bench bench-torch clean browser
 
 $(STAMP): setup.py requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +23,9 @@ schema: $(STAMP)
 
 caffe: schema
 	@$(PY) tools/caffe_setup.py build
+
+caffe-cuda: schema
+	@$(PY) tools/caffe_setup.py build --cuda $(if $(CUDA_ARCHS),--arch "$(CUDA_ARCHS)")
 
 run: schema
 	$(PY) apps/imagenet/build_resnet.py -m bottleneck -b 3 4 6 3 -n 256 --no-fc_layers -o out/resnet50

@@ -5,6 +5,10 @@ Conventions:
 
 - The tool is ``$PYNETBUILDER_CAFFE`` if set, else ``caffe`` beside this Python
   (``.venv/bin/caffe``, written by ``make caffe``), else ``caffe`` on ``PATH``.
+  With a GPU (``--gpu``) it is the CUDA build: ``$PYNETBUILDER_CAFFE_CUDA``, else
+  ``$PYNETBUILDER_CAFFE``, else ``caffe-cuda`` beside this Python (written by ``make
+  caffe-cuda``) or on ``PATH``; the GPUs asked for must be visible to the NVIDIA driver
+  first (:func:`visible_gpus`).
 - Caffe runs inside the run folder: paths in ``solver.prototxt`` (``net``,
   ``snapshot_prefix``) and relative data sources in ``train.prototxt`` are relative
   to it.  Its whole output goes, line by line, to the log file in the folder, with
@@ -27,6 +31,7 @@ Conventions:
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import re
@@ -50,6 +55,8 @@ from pynetbuilder.kinds import kind_of
 from pynetbuilder.schema import caffe_pb2
 
 TOOL_ENV = "PYNETBUILDER_CAFFE"
+CUDA_TOOL_ENV = "PYNETBUILDER_CAFFE_CUDA"
+CUDA_TOOL = "caffe-cuda"
 SNAPSHOT_DIR = "snapshots"
 _ITERATION = re.compile(r"Iteration (\d+)")
 _SCORE = re.compile(r"\] (?!Batch )([\w./-]+) = ([-+]?[\d.]+(?:[eE][-+]?\d+)?|nan|-?inf)")
@@ -59,8 +66,13 @@ class CaffeError(NetError):
     """Caffe ran and failed (a fatal check, a crash): the message names why and the log."""
 
 
-def caffe_tool() -> Path:
-    """Caffe's command-line tool (see the module docstring); UsageError if there is none."""
+def caffe_tool(gpu: str | None = None) -> Path:
+    """Caffe's command-line tool (see the module docstring); UsageError if there is none.
+    With ``gpu`` (``0``, ``0,1``, ``all``): the CUDA build, once :func:`check_gpus`
+    found those GPUs."""
+    if gpu is not None:
+        check_gpus(gpu)
+        return cuda_caffe_tool()
     configured = os.environ.get(TOOL_ENV)
     if configured:
         tool = Path(configured)
@@ -75,6 +87,61 @@ def caffe_tool() -> Path:
         return Path(found)
     raise UsageError("Caffe's command-line tool was not found (not beside this Python, not on "
                      f"PATH): run `make caffe`, or set ${TOOL_ENV} to the caffe binary")
+
+
+def cuda_caffe_tool() -> Path:
+    """The CUDA build of Caffe's tool (see the module docstring); UsageError saying how
+    to get it when there is none."""
+    for env in (CUDA_TOOL_ENV, TOOL_ENV):
+        configured = os.environ.get(env)
+        if configured:
+            tool = Path(configured)
+            if not (tool.is_file() and os.access(tool, os.X_OK)):
+                raise UsageError(f"${env} names {configured}, which is not an executable file")
+            return tool
+    beside = Path(sys.prefix) / "bin" / CUDA_TOOL
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(CUDA_TOOL)
+    if found:
+        return Path(found)
+    raise UsageError("--gpu needs Caffe built with CUDA, which is not here: run `make "
+                     "caffe-cuda` (needs nvcc, the CUDA compiler), or set "
+                     f"${CUDA_TOOL_ENV} to a CUDA caffe binary")
+
+
+def visible_gpus() -> tuple[int, str]:
+    """(number of CUDA GPUs the NVIDIA driver shows this process, why none when 0),
+    asked of the driver itself (``libcuda``), so ``CUDA_VISIBLE_DEVICES`` holds."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no NVIDIA driver: libcuda.so.1 is not installed"
+    status = cuda.cuInit(0)
+    count = ctypes.c_int(0)
+    if status == 0:
+        status = cuda.cuDeviceGetCount(ctypes.byref(count))
+    if status != 0:
+        name = ctypes.c_char_p()
+        cuda.cuGetErrorName(status, ctypes.byref(name))
+        what = name.value.decode() if name.value else f"error {status}"
+        return 0, f"the NVIDIA driver reports {what}"
+    return count.value, "" if count.value else "the NVIDIA driver lists no GPU"
+
+
+def check_gpus(gpu: str) -> list[str]:
+    """Check ``--gpu`` (its form, and that those GPUs are visible); the caffe flags.
+    UsageError in one line otherwise."""
+    flag = gpu_flag(gpu)
+    count, why = visible_gpus()
+    if count == 0:
+        raise UsageError(f"--gpu {gpu}: no CUDA GPU is visible here ({why}); leave out --gpu "
+                         "to run on the CPU")
+    missing = [int(i) for i in gpu.split(",") if gpu != "all" and int(i) >= count]
+    if missing:
+        raise UsageError(f"--gpu {gpu}: GPU {missing[0]} is not visible; this machine shows "
+                         f"{count} CUDA GPU(s), numbered 0 to {count - 1}")
+    return flag
 
 
 def gpu_flag(gpu: str | None) -> list[str]:
@@ -368,7 +435,7 @@ def train(folder: Path, *, solver: str = "solver.prototxt", max_iter: int,
     folder = Path(folder)
     (folder / SNAPSHOT_DIR).mkdir(exist_ok=True)
     log = folder / log_name(resume)
-    cmd = [str(caffe_tool()), "train", "-solver", solver, *gpu_flag(gpu)]
+    cmd = [str(caffe_tool(gpu)), "train", "-solver", solver, *gpu_flag(gpu)]
     if resume is not None:
         cmd += ["-snapshot", str(resume.path)]
     start = None
@@ -441,7 +508,7 @@ def evaluate(folder: Path, *, net: str, weights: Path, iterations: int,
     """``caffe test``: the TEST phase of ``net`` with ``weights`` over ``iterations``
     batches; returns Caffe's mean of every output (name -> value).  An interrupt kills
     it and is raised again."""
-    cmd = [str(caffe_tool()), "test", "-model", net, "-weights", str(weights),
+    cmd = [str(caffe_tool(gpu)), "test", "-model", net, "-weights", str(weights),
            "-iterations", str(iterations), *gpu_flag(gpu)]
     done = run_logged(cmd, cwd=folder, log=log)
     if done.interrupt is not None:

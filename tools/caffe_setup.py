@@ -21,6 +21,14 @@ Sub-commands (run with the project's ``.venv/bin/python``; ``make`` does this):
     ``.pth`` file makes ``import caffe`` work and ``<venv>/bin/caffe`` runs the
     command-line tool with the venv's packages visible to Python layers.
 
+``build --cuda [--arch "75 90"]``
+    The CUDA variant (``make caffe-cuda``): the same source and options without
+    CPU_ONLY, with cuDNN, compiled by the local ``nvcc`` for the common GPU
+    architectures (or ``--arch``) plus PTX; cuBLAS/cuRAND/cuDNN from the toolkit or
+    PyPI's NVIDIA wheels (see ``tools/caffe_cuda.py``).  Cached beside the CPU build
+    under its own key; it gives the venv ``<venv>/bin/caffe-cuda`` only (``import
+    caffe`` and ``<venv>/bin/caffe`` stay the CPU build).
+
 Every failure ends with one line ``caffe_setup: error: ...`` saying what failed
 and what to do, and exit status 1.
 """
@@ -38,9 +46,12 @@ import sysconfig
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import caffe_cuda  # noqa: E402  tools/caffe_cuda.py, beside this script
 import debian  # noqa: E402  tools/debian.py, beside this script
 
 CAFFE_DIST = "brocolli-caffe"
@@ -82,6 +93,19 @@ BUILD_OPTIONS = {
     "WITH_PYTHON_LAYER": "1",
     "BLAS": "open",
 }
+
+
+# The CUDA variant: the same options without CPU_ONLY, with cuDNN.  Raise
+# CUDA_PATCH_REVISION when tools/caffe_cuda.py changes what it builds.
+CUDA_BUILD_OPTIONS = {**{k: v for k, v in BUILD_OPTIONS.items() if k != "CPU_ONLY"},
+                      "USE_CUDNN": "1"}
+CUDA_PATCH_REVISION = 1
+CUDA_DEPS = "cuda-deps"  # in the staging folder: header and library links for the build
+CUDA_PREPARED = "PREPARED"  # in the staging folder: a failed build there can be continued
+# Measured on 2 cores: the C++ part and one architecture (+ its PTX) about 20 minutes,
+# each further architecture about 4 (nvcc's device code generation per architecture).
+CUDA_MINUTES = (20, 4)
+CUDA_TOOL = "caffe-cuda"
 
 
 class SetupError(RuntimeError):
@@ -237,9 +261,28 @@ def build_key(abi: dict[str, str]) -> str:
     return f"caffe-{CAFFE_VERSION}-py{abi['python'].replace('.', '')}-{digest}"
 
 
-def makefile_config(abi: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class CudaPlan:
+    """What a CUDA build uses: the toolkit, the architectures, the libraries."""
+
+    toolkit: caffe_cuda.Toolkit
+    archs: tuple[int, ...]
+    libraries: list[caffe_cuda.Found]
+
+
+def cuda_build_key(abi: dict[str, str], plan: CudaPlan) -> str:
+    text = repr((CAFFE_VERSION, CAFFE_SHA256, sorted(CUDA_BUILD_OPTIONS.items()), abi["python"],
+                 abi["numpy_major"], abi["python_libdir"], plan.toolkit.version, plan.archs,
+                 [f.soname for f in plan.libraries], CUDA_PATCH_REVISION))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    cuda = "".join(map(str, plan.toolkit.version))
+    return f"caffe-{CAFFE_VERSION}-cuda{cuda}-py{abi['python'].replace('.', '')}-{digest}"
+
+
+def makefile_config(abi: dict[str, str], options: dict[str, str] = BUILD_OPTIONS,
+                    extra: Sequence[str] = ()) -> str:
     py = abi["python"]
-    lines = [f"{k} := {v}" for k, v in BUILD_OPTIONS.items()]
+    lines = [f"{k} := {v}" for k, v in options.items()]
     lines += [
         "BLAS_INCLUDE := /usr/include/x86_64-linux-gnu/openblas-pthread",
         f"PYTHON_INCLUDE := {abi['python_include']} {abi['numpy_include']}",
@@ -251,11 +294,23 @@ def makefile_config(abi: dict[str, str]) -> str:
         "BUILD_DIR := build",
         "DISTRIBUTE_DIR := distribute",
         "Q ?= @",
+        *extra,
     ]
     return "\n".join(lines) + "\n"
 
 
-def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str) -> None:
+def cuda_config(abi: dict[str, str], cuda: CudaPlan, src: Path, staging: Path) -> str:
+    """Patch the unpacked source for today's CUDA and cuDNN, link the libraries into
+    ``staging/cuda-deps`` and return the CUDA Makefile.config."""
+    caffe_cuda.apply_patches(src)
+    include, lib = caffe_cuda.stage_libraries(cuda.libraries, cuda.toolkit, staging / CUDA_DEPS)
+    rpath = caffe_cuda.runtime_dirs(cuda.libraries, cuda.toolkit)
+    extra = caffe_cuda.makefile_lines(cuda.toolkit, cuda.archs, include, lib, rpath)
+    return makefile_config(abi, CUDA_BUILD_OPTIONS, extra)
+
+
+def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str,
+             after: str = "nothing was cached; fix the cause and run again") -> None:
     """Run make, echoing one progress line per compiled file."""
     env = dict(os.environ, LC_ALL="C")
     count = 0
@@ -269,7 +324,8 @@ def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str
         assert proc.stdout is not None
         for line in proc.stdout:
             logfh.write(line)
-            m = re.match(r"(CXX|LD|AR|PROTOC|CXX/LD|PROTOC \(python\)|TOUCH)\b.*?(\S+)$", line)
+            m = re.match(r"(CXX|NVCC|LD|AR|PROTOC|CXX/LD|PROTOC \(python\)|TOUCH)\b.*?(\S+)$",
+                         line)
             if m:
                 count += 1
                 elapsed = int(time.monotonic() - start)
@@ -284,7 +340,7 @@ def run_make(src: Path, target: list[str], logfile: Path, total: int, label: str
             print(f"    {ln}", file=sys.stderr)
         raise SetupError(
             f"`make {' '.join(target)}` failed with exit {rc} while building Caffe; "
-            f"full log: {logfile} (nothing was cached; fix the cause and run again)"
+            f"full log: {logfile} ({after})"
         )
 
 
@@ -305,43 +361,77 @@ def extract_safely(tar: tarfile.TarFile, target: Path) -> None:
     tar.extractall(target)
 
 
-def build_caffe(abi: dict[str, str], final: Path) -> None:
+def build_caffe(abi: dict[str, str], final: Path, cuda: CudaPlan | None = None) -> None:
     archive = fetch_sdist()
     ensure_debian_packages()
     final.parent.mkdir(parents=True, exist_ok=True)
     logdir = cache_root() / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     logfile = logdir / f"{final.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-building-"))
+    if cuda is None:
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}-building-"))
+        resume = False
+        after = "nothing was cached; fix the cause and run again"
+    else:
+        # A CUDA build is long: a failed one keeps what it compiled in this hidden folder
+        # (never a cache entry: no BUILD_OK, another name) and the next run continues it.
+        staging = final.parent / f".{final.name}-partial"
+        resume = (staging / CUDA_PREPARED).exists()
+        if not resume:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+        after = (f"no usable build was cached; the compiled part is kept in {staging}, "
+                 "and the next run continues it")
     try:
-        log(f"building Caffe {CAFFE_VERSION} (about 8 minutes on 2 cores); log: {logfile}")
-        with tarfile.open(archive) as tar:
-            extract_safely(tar, staging)
+        if cuda is None:
+            log(f"building Caffe {CAFFE_VERSION} (about 8 minutes on 2 cores); log: {logfile}")
+        else:
+            minutes = CUDA_MINUTES[0] + CUDA_MINUTES[1] * (len(cuda.archs) - 1)
+            log(f"building Caffe {CAFFE_VERSION} with CUDA {cuda.toolkit.label} for "
+                f"{caffe_cuda.describe_archs(cuda.archs)} (long: about {minutes} minutes on 2 "
+                f"free cores; CUDA_ARCHS=... builds fewer); log: {logfile}")
+            for f in cuda.libraries:
+                log(f"  {f.library.name}: {f.lib / f.soname} ({f.origin})")
         src = staging / SOURCE_DIR_NAME
-        makefile = src / "Makefile"
-        text = makefile.read_text()
-        # The sdist forces BUILD_DIR = temp after including Makefile.config.
-        text = re.sub(r"^BUILD_DIR = temp\n", "", text, flags=re.M)
-        makefile.write_text(text)
-        # Old-style generated code that protobuf >= 4 rejects; make pycaffe regenerates it.
-        (src / "python" / "caffe" / "proto" / "caffe_pb2.py").unlink(missing_ok=True)
-        (src / "Makefile.config").write_text(makefile_config(abi))
-        shutil.rmtree(src / ".git", ignore_errors=True)
+        if resume:
+            log(f"continuing the interrupted build in {staging}")
+        else:
+            with tarfile.open(archive) as tar:
+                extract_safely(tar, staging)
+            makefile = src / "Makefile"
+            text = makefile.read_text()
+            # The sdist forces BUILD_DIR = temp after including Makefile.config.
+            text = re.sub(r"^BUILD_DIR = temp\n", "", text, flags=re.M)
+            makefile.write_text(text)
+            # Old-style generated code that protobuf >= 4 rejects; make pycaffe regenerates it.
+            (src / "python" / "caffe" / "proto" / "caffe_pb2.py").unlink(missing_ok=True)
+            if cuda is None:
+                (src / "Makefile.config").write_text(makefile_config(abi))
+            else:
+                (src / "Makefile.config").write_text(cuda_config(abi, cuda, src, staging))
+                (staging / CUDA_PREPARED).write_text("source unpacked, patched, configured\n")
+            shutil.rmtree(src / ".git", ignore_errors=True)
         jobs = str(max(1, os.cpu_count() or 1))
         n_sources = sum(1 for _ in (src / "src" / "caffe").rglob("*.cpp")
                         if "/test/" not in str(_)) + len(list((src / "tools").glob("*.cpp")))
-        run_make(src, ["-j", jobs, "all"], logfile, n_sources + 4, "caffe")
-        run_make(src, ["-j", jobs, "pycaffe"], logfile, 0, "pycaffe")
+        if cuda is not None:
+            n_sources += sum(1 for _ in (src / "src" / "caffe").rglob("*.cu")
+                             if "/test/" not in str(_))
+        run_make(src, ["-j", jobs, "all"], logfile, n_sources + 4, "caffe", after)
+        run_make(src, ["-j", jobs, "pycaffe"], logfile, 0, "pycaffe", after)
         # Drop object files: they are large and nothing uses them after linking.
         for obj in (src / "build").resolve().rglob("*.o"):
             obj.unlink()
+        shutil.rmtree(staging / CUDA_DEPS, ignore_errors=True)  # build-time links only
+        (staging / CUDA_PREPARED).unlink(missing_ok=True)
         (staging / "BUILD_OK").write_text(repr(abi) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
         log(f"Caffe built and cached in {final}")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if cuda is None or not (staging / CUDA_PREPARED).exists():
+            shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
@@ -388,13 +478,74 @@ def verify(final: Path) -> None:
     log(f"ready: import caffe -> {proc.stdout.strip() or 'ok'}; {wrapper}")
 
 
+def link_cuda_into_venv(final: Path, plan: CudaPlan) -> Path:
+    """Write ``<venv>/bin/caffe-cuda``: the CUDA build's tool with this environment's
+    CUDA libraries first on LD_LIBRARY_PATH and its own pycaffe for Python layers
+    (the CPU build's pycaffe must not load into a CUDA Caffe process)."""
+    src = final / SOURCE_DIR_NAME
+    tool = src / "build" / "tools" / "caffe"
+    wrapper = Path(sys.prefix) / "bin" / CUDA_TOOL
+    libs = ":".join(str(d) for d in caffe_cuda.runtime_dirs(plan.libraries, plan.toolkit))
+    project = Path(__file__).resolve().parents[1]
+    staged = wrapper.with_name(f".{wrapper.name}.tmp")
+    staged.write_text(
+        "#!/bin/sh\n"
+        "# Written by tools/caffe_setup.py build --cuda: real Caffe's command-line tool "
+        f"built with CUDA {plan.toolkit.label} for {caffe_cuda.describe_archs(plan.archs)}.\n"
+        + "".join(f"# {f.library.name}: {f.lib / f.soname} ({f.origin})\n"
+                  for f in plan.libraries)
+        + f'LD_LIBRARY_PATH="{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" '
+        f'PYTHONPATH="{site_packages()}:{src / "python"}:{project}'
+        '${PYTHONPATH:+:$PYTHONPATH}" '
+        f'exec "{tool}" "$@"\n'
+    )
+    staged.chmod(0o755)
+    os.replace(staged, wrapper)
+    return wrapper
+
+
+def verify_cuda(wrapper: Path) -> None:
+    """The CUDA tool starts, and ``device_query`` lists the GPUs or says there is none."""
+    env = dict(os.environ, GLOG_logtostderr="1")
+    proc = subprocess.run([str(wrapper), "device_query"], capture_output=True, text=True,
+                          env=env)
+    out = proc.stdout + proc.stderr
+    if proc.returncode == 0 and "Device id:" in out:
+        names = re.findall(r"Name:\s+(.+)", out)
+        log(f"ready: {wrapper} sees {len(names)} GPU(s): {', '.join(names)}")
+    elif proc.returncode == 1 and "no CUDA device" in out:
+        reason = re.search(r"no CUDA device.*", out)
+        log(f"ready: {wrapper} starts; this machine has {reason[0] if reason else 'no GPU'}")
+    else:
+        last = (out.strip().splitlines() or ["no output"])[-1]
+        raise SetupError(f"`{wrapper} device_query` fails (exit {proc.returncode}: {last})")
+
+
+def cuda_plan(args: argparse.Namespace) -> CudaPlan:
+    toolkit = caffe_cuda.find_toolkit()
+    wanted = caffe_cuda.parse_archs(args.arch) if args.arch else None
+    archs = caffe_cuda.choose_archs(toolkit, wanted)
+    return CudaPlan(toolkit, archs, caffe_cuda.find_libraries(toolkit, log=log))
+
+
 def cmd_build(args: argparse.Namespace) -> None:
     if sys.prefix == sys.base_prefix:
         raise SetupError(
             "run this with the project's virtual environment (.venv/bin/python), "
             "not the system interpreter; `make caffe` does"
         )
+    if args.arch and not args.cuda:
+        raise SetupError("--arch chooses GPU architectures of the CUDA build: add --cuda")
     abi = python_abi()
+    if args.cuda:
+        plan = cuda_plan(args)
+        final = cache_root() / cuda_build_key(abi, plan)
+        if (final / "BUILD_OK").exists() and not args.force:
+            log(f"using cached CUDA Caffe build {final}")
+        else:
+            build_caffe(abi, final, plan)
+        verify_cuda(link_cuda_into_venv(final, plan))
+        return
     final = cache_root() / build_key(abi)
     if (final / "BUILD_OK").exists() and not args.force:
         log(f"using cached Caffe build {final}")
@@ -417,10 +568,15 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--force", action="store_true", help="redo even if cached")
         p.set_defaults(func=fn)
+        if name == "build":
+            p.add_argument("--cuda", action="store_true",
+                           help="the CUDA variant (needs nvcc): <venv>/bin/caffe-cuda")
+            p.add_argument("--arch", help="GPU architectures of the CUDA build, e.g. "
+                           "\"75 90\" (default: the common ones nvcc compiles)")
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except SetupError as exc:
+    except (SetupError, caffe_cuda.CudaError) as exc:
         print(f"caffe_setup: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

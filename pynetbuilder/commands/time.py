@@ -46,7 +46,7 @@ def add_time_flags(parser: argparse.ArgumentParser, phases: Sequence[str]) -> No
                    help="which net to time (default: %(default)s)")
     g.add_argument("--iterations", type=positive_int, default=10,
                    help="timed forward-backward passes (default: %(default)s)")
-    g.add_argument("--gpu", help="GPU id for caffe (default: CPU)")
+    g.add_argument("--gpu", help="GPU id for caffe, e.g. 0 (default: CPU)")
     g.add_argument("--keep", metavar="DIR", help="keep the timed prototxt and time.log here")
     g.add_argument("--json", metavar="FILE", help="write the timings as JSON")
 
@@ -101,7 +101,7 @@ def time_net(proto: Any, phase: str, *, iterations: int, gpu: str | None,
         model = folder / "net.prototxt"
         log = folder / "time.log"
         write_files({model: to_text(proto)})
-        cmd = [str(training.caffe_tool()), "time", "-model", str(model.resolve()),
+        cmd = [str(training.caffe_tool(gpu)), "time", "-model", str(model.resolve()),
                "-phase", phase, "-iterations", str(iterations), *training.gpu_flag(gpu)]
         done = training.run_logged(cmd, cwd=Path.cwd(), log=log)
         if done.interrupt is not None:
@@ -162,7 +162,10 @@ def main(argv: Sequence[str]) -> None:
         proto, phase, args = _file_net(path, rest)
     else:
         proto, phase, args = _model_net(target, rest)
-    training.gpu_flag(args.gpu)
+    if args.gpu is not None and not args.gpu.isdigit():
+        raise UsageError(f"--gpu takes one device number for time (caffe time runs on one "
+                         f"GPU), got {args.gpu!r}")
+    training.caffe_tool(args.gpu)
     keep = Path(args.keep) if args.keep else None
     timing, _ = time_net(proto, phase, iterations=args.iterations, gpu=args.gpu, keep=keep)
     types = layer_types(proto)

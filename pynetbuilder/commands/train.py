@@ -206,7 +206,7 @@ def _run_checks(plan: Plan, args: argparse.Namespace, *, nets_are_ours: bool) ->
                                          ("--amp", args.amp is not None)) if given]
         if torch_only:
             raise UsageError(f"{', '.join(torch_only)} need --engine torch")
-        training.caffe_tool()
+        training.caffe_tool(args.gpu)
     previous = run_folder.previous_run(plan.folder, nets_are_ours)
     if previous and not (args.overwrite or args.resume):
         shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in previous[:4])
