@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,11 @@ def in_tmp(tmp_path, monkeypatch) -> Iterator[Path]:
 
 
 sys.path.insert(0, str(ROOT))
+
+
+# A command started in the background by a non-interactive shell inherits SIGINT as
+# ignored, and Python then leaves it ignored: the interrupt tests' children would never
+# see their SIGINT.  Give this process a handler again, so the children start with
+# SIGINT at its default (exec resets handled signals, not ignored ones).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
