@@ -186,8 +186,9 @@ def test_eltwise_coefficients_written_as_power_layers_compute_the_same_in_caffe(
 
 def test_mnn_needs_scale_weights_so_se_blocks_stop_the_converter(caffe, tmp_path, capsys):
     """Squeeze-and-excitation scales by a second input (Scale with two bottoms); MNN's
-    Scale converter needs the factors as weights: 'caffemodel error', no model.  The
-    profile's limit (Scale: at most 1 input) flags it, and build says so."""
+    Scale converter needs the factors as weights: 'caffemodel error', no model (in about
+    one run of ten, seen here, the converter dies of SIGSEGV on it instead: no model
+    either).  The profile's limit (Scale: at most 1 input) flags it, and build says so."""
     code, out, err = run_command("build", "se_resnet_preact", "--depth", "8", "--target", "mnn",
                                  "-o", str(tmp_path), capsys=capsys)
     assert code == 0, err
@@ -195,7 +196,8 @@ def test_mnn_needs_scale_weights_so_se_blocks_stop_the_converter(caffe, tmp_path
     deploy = tmp_path / "deploy.prototxt"
     x = np.zeros((1, 3, 32, 32), np.float32)
     _, got, log = caffe_and_mnn(caffe, tmp_path, deploy.read_text(), {"data": x}, ["prob"])
-    assert got is None and "caffemodel error" in log
+    assert got is None
+    assert "caffemodel error" in log or "(exit status -11)" in log, log
 
 
 # ------------------------------------------------------------ the profile's layer list
