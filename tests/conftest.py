@@ -152,6 +152,18 @@ def in_tmp(tmp_path, monkeypatch) -> Iterator[Path]:
 sys.path.insert(0, str(ROOT))
 
 
+def write_digits_lmdb(folder: Path, size: int) -> Path:
+    """scikit-learn's digits at ``size`` px, split 80/20 (1,438 / 359 images, seed 0), as
+    ``train_lmdb`` and ``test_lmdb`` in ``folder``."""
+    from pynetbuilder import dataio
+
+    images, labels = dataio.digits(size)
+    xtr, ytr, xte, yte = dataio.split(images, labels, 0.2, seed=0)
+    dataio.write_lmdb(folder / "train_lmdb", xtr, ytr)
+    dataio.write_lmdb(folder / "test_lmdb", xte, yte)
+    return folder
+
+
 # A command started in the background by a non-interactive shell inherits SIGINT as
 # ignored, and Python then leaves it ignored: the interrupt tests' children would never
 # see their SIGINT.  Give this process a handler again, so the children start with

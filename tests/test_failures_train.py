@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAFFE_TOOL
+from conftest import CAFFE_TOOL, write_digits_lmdb
 from processes import tree
 
 from pynetbuilder import dataio
@@ -42,12 +42,7 @@ def one_line(done: subprocess.CompletedProcess, status: int = 2) -> str:
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """scikit-learn's digits at 8x8, split 80/20 (1,438 / 359 images), as two LMDBs."""
-    folder = tmp_path_factory.mktemp("digits8")
-    images, labels = dataio.digits(8)
-    xtr, ytr, xte, yte = dataio.split(images, labels, 0.2, seed=0)
-    dataio.write_lmdb(folder / "train_lmdb", xtr, ytr)
-    dataio.write_lmdb(folder / "test_lmdb", xte, yte)
-    return folder
+    return write_digits_lmdb(tmp_path_factory.mktemp("digits8"), 8)
 
 
 def train_args(digits: Path, *extra: str, epochs: str = "1") -> list[str]:

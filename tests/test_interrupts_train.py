@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_digits_lmdb
 from processes import (
     freeze_at,
     handles,
@@ -23,8 +24,6 @@ from processes import (
     tree,
     wait_until,
 )
-
-from pynetbuilder import dataio
 
 KEPT = re.compile(r"pynetbuilder: interrupted by (SIG\w+); Caffe stopped at iteration (\d+); "
                   r"the last good snapshot is (\S+) \(iteration (\d+); continue with "
@@ -38,12 +37,7 @@ def pnb(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("digits8")
-    images, labels = dataio.digits(8)
-    xtr, ytr, xte, yte = dataio.split(images, labels, 0.2, seed=0)
-    dataio.write_lmdb(folder / "train_lmdb", xtr, ytr)
-    dataio.write_lmdb(folder / "test_lmdb", xte, yte)
-    return folder
+    return write_digits_lmdb(tmp_path_factory.mktemp("digits8"), 8)
 
 
 def train_args(digits: Path, epochs: str, *extra: str) -> list[str]:
