@@ -23,13 +23,17 @@ from pynetbuilder.io import write_files
 def parser(prog: str = "pynetbuilder export") -> Parser:
     p = Parser(prog=prog, allow_abbrev=False,
                usage="%(prog)s NET [KNOB FLAGS] --to onnx|torchscript -o OUT [--weights W] "
-               "[--opset N]",
+               "[--opset N] [--outputs BLOB,...]",
                description="Export a net as ONNX or TorchScript.")
     add_net_flags(p)
     p.add_argument("--to", required=True, choices=("onnx", "torchscript"))
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--weights", metavar="W", help=".caffemodel, .pth or .safetensors")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
+    p.add_argument("--outputs", metavar="BLOB[,BLOB...]",
+                   help="export only what these blobs need, and give them (default: the "
+                   "net's outputs); e.g. the inputs of SSD's DetectionOutput, which runs "
+                   "eagerly and cannot be exported")
     return p
 
 
@@ -54,7 +58,11 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
         except ImportError:
             raise UsageError("--to onnx needs the onnx package: pip install "
                              "pynetbuilder[torch]") from None
-    data = export_bytes(module.eval(), args.to, opset=args.opset)
+    outputs = [b for b in args.outputs.split(",") if b] if args.outputs else None
+    from pynetbuilder.pytorch.export import exportable
+
+    wrapped = exportable(module.eval(), outputs)  # EmitError before anything is traced
+    data = export_bytes(module.eval(), args.to, opset=args.opset, outputs=outputs)
     write_files({Path(args.output): data})
-    print(f"wrote {args.output} ({args.to}; inputs {', '.join(module.inputs)}; outputs "
-          f"{', '.join(module.outputs)})", file=out)
+    print(f"wrote {args.output} ({args.to}; inputs {', '.join(wrapped.input_names)}; "
+          f"outputs {', '.join(wrapped.output_names)})", file=out)
