@@ -18,6 +18,18 @@ from pynetbuilder.inspect import load
 DATA = Path(__file__).parent / "data" / "dialects"
 
 
+def variant_judged_by_caffe(caffe, path: Path, text: str, old: str, new: str):
+    """``text`` with its one ``old`` replaced by ``new``, written to ``path``, analysed
+    here and checked against real Caffe's net blob for blob."""
+    from conftest import assert_report_matches_caffe
+
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new))
+    inspected = load(str(path))
+    assert_report_matches_caffe(inspected.report, caffe.Net(str(path), caffe.TEST))
+    return inspected
+
+
 def shapes_of(inspected) -> dict[str, tuple[int, ...]]:
     return {r.name: r.shapes[0] for r in inspected.report.rows if r.shapes}
 
@@ -396,14 +408,10 @@ def test_densenet169_ceil_mode_false_in_real_caffe(caffe, tmp_path):
     assert inspected.report.totals.params == 377_856
     assert inspected.report.skipped == [] and inspected.notes == ()
     assert_report_matches_caffe(inspected.report, caffe.Net(str(path), caffe.TEST))
-    text = path.read_text()
-    assert text.count("    ceil_mode: false\n") == 1
-    ceil = tmp_path / "ceil.prototxt"
-    ceil.write_text(text.replace("    ceil_mode: false\n", ""))
-    ceiled = load(str(ceil))
+    ceiled = variant_judged_by_caffe(caffe, tmp_path / "ceil.prototxt", path.read_text(),
+                                     "    ceil_mode: false\n", "")
     s = shapes_of(ceiled)
     assert s["pool1"] == (1, 64, 57, 57) and s["pool2"] == (1, 128, 29, 29)
-    assert_report_matches_caffe(ceiled.report, caffe.Net(str(ceil), caffe.TEST))
 
 
 def test_yolov2_tiny_region_against_the_ports_readme(caffe, tmp_path):
@@ -435,9 +443,7 @@ def test_yolov2_tiny_region_against_the_ports_readme(caffe, tmp_path):
     cut = tmp_path / "cut.prototxt"
     cut.write_text(head)
     assert_report_matches_caffe(load(str(cut)).report, caffe.Net(str(cut), caffe.TEST))
-    assert head.count("        pool: MAX\n        pad: 1\n") == 1
-    unpadded = tmp_path / "unpadded.prototxt"
-    unpadded.write_text(head.replace("        pool: MAX\n        pad: 1\n", "        pool: MAX\n"))
-    inspected = load(str(unpadded))
+    inspected = variant_judged_by_caffe(caffe, tmp_path / "unpadded.prototxt", head,
+                                        "        pool: MAX\n        pad: 1\n",
+                                        "        pool: MAX\n")
     assert shapes_of(inspected)["layer15-conv"] == (1, 40, 12, 12)
-    assert_report_matches_caffe(inspected.report, caffe.Net(str(unpadded), caffe.TEST))
