@@ -23,6 +23,7 @@ from pynetbuilder.cli import Parser, torch_needed, torch_net, write_for_target
 from pynetbuilder.commands.analyze import add_net_flags, split_net_and_knobs
 from pynetbuilder.errors import UsageError
 from pynetbuilder.io import write_files
+from pynetbuilder.targets import known_targets
 
 
 def parser(prog: str = "pynetbuilder convert") -> Parser:
@@ -39,8 +40,8 @@ def parser(prog: str = "pynetbuilder convert") -> Parser:
                    "timm_mobilenetv1, timm_tresnet (default: those read)")
     p.add_argument("--target", metavar="NAME",
                    help="OUT.caffemodel for the net written in this deployment toolchain's "
-                   "dialect, and that net as OUT.prototxt (pynetbuilder check --help lists "
-                   "the targets)")
+                   "dialect, and that net as OUT.prototxt: " + ", ".join(known_targets())
+                   + " (or a profile .toml file)")
     return p
 
 

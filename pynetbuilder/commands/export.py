@@ -26,6 +26,7 @@ from pynetbuilder.cli import Parser, torch_needed, torch_net, write_for_target
 from pynetbuilder.commands.analyze import add_net_flags, split_net_and_knobs
 from pynetbuilder.errors import UsageError
 from pynetbuilder.io import write_files
+from pynetbuilder.targets import known_targets
 
 
 def parser(prog: str = "pynetbuilder export") -> Parser:
@@ -40,7 +41,8 @@ def parser(prog: str = "pynetbuilder export") -> Parser:
                    help="format (caffe: needs --target, which implies it)")
     p.add_argument("--target", metavar="NAME",
                    help="write OUT.prototxt in this deployment toolchain's dialect and, with "
-                   "--weights, OUT.caffemodel (pynetbuilder check --help lists the targets)")
+                   "--weights, OUT.caffemodel: " + ", ".join(known_targets())
+                   + " (or a profile .toml file)")
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--weights", metavar="W", help=".caffemodel, .pth or .safetensors")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
