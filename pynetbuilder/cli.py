@@ -140,11 +140,11 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     if getattr(args, "target", None):
         from pynetbuilder.targets.writer import deploy_for_target
 
-        written = deploy_for_target(net.to_proto(Phase.DEPLOY), args.target,
-                                    report.blob_shapes)
-        remaining = written.remaining
+        for_target = deploy_for_target(net.to_proto(Phase.DEPLOY), args.target,
+                                       report.blob_shapes)
+        remaining = for_target.remaining
         if args.output_folder:
-            files[Path(args.output_folder) / "deploy.prototxt"] = written.text
+            files[Path(args.output_folder) / "deploy.prototxt"] = for_target.text
     if args.json:
         files[Path(args.json)] = report.json_text()
     written = []
@@ -169,8 +169,8 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
 
 
 def print_remaining(target: str, remaining: Sequence[Any], out: TextIO | None = None) -> None:
-    """What a net written for ``target`` still violates (:class:`~pynetbuilder.targets.
-    Violation` s): the rules no rewrite can satisfy."""
+    """Print the rules a net written for ``target`` still violates (``remaining``:
+    :class:`~pynetbuilder.targets.Violation` objects), which no rewrite can satisfy."""
     for violation in remaining:
         print(f"{target} still rejects: " + violation.line().replace("\n", "\n  "),
               file=out or sys.stdout)
