@@ -12,6 +12,17 @@ each as the ratio to ``python -c pass``.  Bytecode caches are in use, as in a us
 installation: these machines set ``PYTHONDONTWRITEBYTECODE=1``, so the runs get a
 cache prefix of their own (``PYTHONPYCACHEPREFIX``) and one warm-up run each.
 
+Two installations, side by side:
+
+- ``venv``: the project's ``.venv`` as ``make`` leaves it.  Its editable install
+  puts an import hook in ``site`` (setuptools' ``__editable__`` finder), which
+  imports pathlib, re, urllib.parse... at every start of that interpreter, so
+  ``python -c pass`` there already pays for modules the commands need;
+- ``regular``: a fresh virtual environment of the same interpreter whose only
+  addition is a ``.pth`` file naming the source tree and ``.venv``'s
+  site-packages, as a regular (non-editable) ``pip install`` gives: no import hook,
+  ``python -c pass`` is a bare start.  The honest floor.
+
 ``--before TREE`` also times the same two commands with another source tree first
 on ``PYTHONPATH`` (an older pynetbuilder, e.g. ``git archive`` of a commit), and the
 in-process ResNet-50 build + analyse of both trees (median of 30 per round, in a
@@ -70,6 +81,24 @@ def _time(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def _regular_install(where: Path) -> tuple[Path, Path]:
+    """A virtual environment of this interpreter seeing pynetbuilder and its
+    dependencies through one ``.pth`` of plain paths (no import hook), and the
+    console script pip writes for ``pynetbuilder``: (its python, the script)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    python = where / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    deps = subprocess.run([str(PYTHON), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (Path(site) / "pynetbuilder.pth").write_text(f"{ROOT}\n{deps}\n")
+    script = where / "bin" / "pynetbuilder"
+    script.write_text(PNB.read_text().split("\n", 1)[1])  # pip's script, minus its #! line
+    return python, script
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -80,10 +109,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         here = _env(None, cache / "now")
+        regular_python, script = _regular_install(cache / "regular")
+        bare = _env(None, cache / "regular-cache")
         cases: dict[str, tuple[list[str], dict[str, str]]] = {
             "python -c pass": ([str(PYTHON), "-c", "pass"], here),
             "build resnet_imagenet": (build, here),
             "analyze ResNet-50-deploy": (analyze, here),
+            "regular: python -c pass": ([str(regular_python), "-c", "pass"], bare),
+            "regular: build resnet_imagenet": ([str(regular_python), str(script), *build[1:]],
+                                               bare),
+            "regular: analyze ResNet-50-deploy": ([str(regular_python), str(script),
+                                                   *analyze[1:]], bare),
         }
         if args.before:
             old = _env(args.before.resolve(), cache / "before")
@@ -104,11 +140,12 @@ def main() -> None:
                     out = subprocess.run([str(PYTHON), "-c", IN_PROCESS], env=env,
                                          capture_output=True, text=True, check=True).stdout
                     in_process[label].append(float(out.split()[0]))
-    floor = statistics.median(times["python -c pass"])
-    cpu_floor = statistics.median(cpu["python -c pass"])
     print(f"whole process, {args.rounds} interleaved rounds: wall-clock median / min and the "
-          "ratio of medians to python -c pass; CPU time (user + system) median and its ratio")
+          "ratio of medians to python -c pass of the same installation; CPU time (user + "
+          "system) median and its ratio")
     for name, values in times.items():
+        base = "regular: python -c pass" if name.startswith("regular") else "python -c pass"
+        floor, cpu_floor = statistics.median(times[base]), statistics.median(cpu[base])
         med, used = statistics.median(values), statistics.median(cpu[name])
         print(f"  {name:36s} {med * 1e3:7.1f} ms / {min(values) * 1e3:7.1f} ms "
               f"{med / floor:5.2f}x   cpu {used * 1e3:6.1f} ms {used / cpu_floor:5.2f}x")

@@ -42,8 +42,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from google.protobuf import text_format
-
 from pynetbuilder import prototext
 from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.kinds import Shape, kind_of, v1_type
@@ -156,7 +154,9 @@ def _parse(text: str, path: Path) -> tuple[Any, Any]:
     try:
         prototext.parse(text, net)
         return net, None
-    except text_format.ParseError:
+    except Exception as exc:
+        if not prototext.is_parse_error(exc):
+            raise
         from pynetbuilder.dialects import parse_dialect
 
         dialect = parse_dialect(text, path)

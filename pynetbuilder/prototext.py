@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import NamedTuple, TypeVar
 
-from google.protobuf import text_encoding, text_format
+from google.protobuf import text_encoding
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf.message_factory import GetMessageClass
 
-__all__ = ["parse"]
+__all__ = ["is_parse_error", "parse"]
 
 M = TypeVar("M", bound=Message)
 
@@ -61,6 +60,13 @@ _INTEGERS = {
     FieldDescriptor.TYPE_UINT64: (False, True), FieldDescriptor.TYPE_FIXED64: (False, True),
 }
 _FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
+# Numbers text_format's ParseInteger / ParseFloat read as Python's int() / float() do
+# (no octal or hex, no inf / nan, no `f` suffix); anything else is theirs to read.
+# Ranges are checked where the value is set, by protobuf, as text_format does.
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_PLAIN_FLOAT = re.compile(r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_BOOLS = {"true": True, "t": True, "1": True, "True": True,
+          "false": False, "f": False, "0": False, "False": False}  # text_format.ParseBool
 _STRINGS = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
 
 
@@ -84,8 +90,20 @@ def parse(text: str, message: M) -> M:
             return message
         except Exception:  # _FallbackError, or a surprise: protobuf's parser decides
             message.Clear()
-    text_format.Parse(text, message)
+    _text_format().Parse(text, message)
     return message
+
+
+def is_parse_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is protobuf's ``text_format.ParseError`` (the error :func:`parse`
+    raises on bad text), without importing text_format before one is raised."""
+    return isinstance(exc, _text_format().ParseError)
+
+
+def _text_format():  # noqa: ANN202 - the module; imported on use (a command's start-up)
+    from google.protobuf import text_format
+
+    return text_format
 
 
 def _wire(text: str, descriptor: Descriptor) -> bytes:
@@ -246,16 +264,22 @@ def _scalar(field: _Field, text: str) -> bytes:
         if quote in "\"'":
             raise _FallbackError
         if field.type in _INTEGERS:
-            value = text_format.ParseInteger(text, *_INTEGERS[field.type])
+            value = int(text) if _PLAIN_INT.match(text) else \
+                _text_format().ParseInteger(text, *_INTEGERS[field.type])
         elif field.type in _FLOATS:
-            value = text_format.ParseFloat(text)
+            value = float(text) if _PLAIN_FLOAT.match(text) else \
+                _text_format().ParseFloat(text)
         elif field.type == FieldDescriptor.TYPE_BOOL:
-            value = text_format.ParseBool(text)
+            value = _BOOLS.get(text)
+            if value is None:
+                raise _FallbackError
         elif field.type == FieldDescriptor.TYPE_ENUM:
-            value = text_format.ParseEnum(field.descriptor, text)
+            named = field.descriptor.enum_type.values_by_name.get(text)
+            value = named.number if named is not None else \
+                _text_format().ParseEnum(field.descriptor, text)
         else:
             raise _FallbackError
-        holder = GetMessageClass(field.descriptor.containing_type)()
+        holder = _message_class(field.descriptor.containing_type)()
         if field.is_repeated:
             getattr(holder, field.name).append(value)
         else:
@@ -263,6 +287,17 @@ def _scalar(field: _Field, text: str) -> bytes:
         return holder.SerializePartialToString()  # a required field may come later
     except (ValueError, TypeError):
         raise _FallbackError from None
+
+
+def _message_class(descriptor: Descriptor) -> type:
+    """The class of ``descriptor``'s messages: the one its module made (as
+    ``message_factory.GetMessageClass`` finds it first), else that function's."""
+    made = getattr(descriptor, "_concrete_class", None)
+    if made is not None:
+        return made
+    from google.protobuf.message_factory import GetMessageClass
+
+    return GetMessageClass(descriptor)
 
 
 def _varint(number: int) -> bytes:

@@ -56,12 +56,6 @@ def test_faster_rcnn_zf_names_the_python_proposal_layer_as_not_analysed():
     assert not any("no known dialect" in n for n in inspected.notes)  # scale_train is known
 
 
-def test_faster_rcnn_roi_pooling_rule():
-    """ROIPooling by itself (rois given as an input): rois x C x pooled_h x pooled_w."""
-    text = (DATA / "faster_rcnn_zf_test.prototxt").read_text()
-    assert "pooled_w: 6" in text
-
-
 def test_shufflenet_stage2_against_the_paper():
     """ShuffleNet 1x, g = 3 (Table 1 of the paper): after conv1 (24 channels, 112x112)
     and max pooling (56x56), stage 2 outputs 240 channels at 28x28: the first unit
@@ -282,3 +276,168 @@ def test_yolov3_tiny_upsample_and_the_ports_own_pooling(caffe, tmp_path, capsys)
     assert s["layer12-maxpool"] == (1, 512, 12, 12) and s["layer16-conv"] == (1, 255, 12, 12)
     assert s["layer20-upsample"] == (1, 128, 24, 24)
     assert_report_matches_caffe(inspected.report, caffe.Net(str(cut), caffe.TEST))
+
+
+def test_fast_rcnn_roi_pooling_on_rois_given_as_input(caffe, tmp_path):
+    """Fast R-CNN's VGG_CNN_M_1024 test net for COCO (rbgirshick/fast-rcnn): the rois are
+    a net input (1 x 5, "to be changed on-the-fly to num ROIs"), so ROIPooling is
+    analysed: rois x 512 x pooled_h x pooled_w = 1 x 512 x 6 x 6, and fc6 reads
+    512 * 36 = 18,432 values per roi.  Sizes by hand at 224: conv1 7x7 s2
+    (224 - 7) / 2 + 1 = 109; pool1 3x3 s2 rounds up: ceil(106 / 2) + 1 = 54; conv2 5x5
+    s2 p1: (54 + 2 - 5) // 2 + 1 = 26; pool2: ceil(23 / 2) + 1 = 13; conv3-5 keep 13
+    (the file's spatial_scale 1/16 would give 14; Caffe's rounding gives 13).  COCO's 80
+    classes and the background: cls_score 81, bbox_pred 4 * 81 = 324.  With 128 rois
+    every roi-wise blob has 128 rows, whatever the image batch.  Learnt parameters by
+    hand (conv1 is frozen, lr_mult 0): conv2 256*96*25 + 256 = 614,656; conv3
+    512*256*9 + 512 = 1,180,160; conv4, conv5 512*512*9 + 512 = 2,359,808 each; fc6
+    18,432*4096 + 4096 = 75,501,568; fc7 4096*1024 + 1024 = 4,195,328; cls_score
+    1024*81 + 81 = 83,025; bbox_pred 1024*324 + 324 = 332,100: 86,626,453.  Real Caffe
+    (no ROIPooling in this build) judges the net up to conv5."""
+    from conftest import assert_report_matches_caffe
+
+    path = DATA / "fast_rcnn_vgg_cnn_m_1024_coco_test.prototxt"
+    inspected = load(str(path))
+    s = shapes_of(inspected)
+    assert s["conv1"] == (1, 96, 109, 109) and s["pool1"] == (1, 96, 54, 54)
+    assert s["conv2"] == (1, 256, 26, 26) and s["conv5"] == (1, 512, 13, 13)
+    assert s["roi_pool5"] == (1, 512, 6, 6)
+    assert s["fc6"] == (1, 4096) and s["cls_score"] == (1, 81) and s["bbox_pred"] == (1, 324)
+    fc6 = next(r for r in inspected.report.rows if r.name == "fc6")
+    assert fc6.params == 18_432 * 4096 + 4096
+    assert inspected.report.totals.params == 86_626_453
+    assert inspected.report.skipped == [] and inspected.notes == ()
+    text = path.read_text()
+    many = tmp_path / "rois128.prototxt"
+    many.write_text(text.replace("dim: 1 # to be changed", "dim: 128 # to be changed"))
+    s = shapes_of(load(str(many)))
+    assert s["roi_pool5"] == (128, 512, 6, 6) and s["bbox_pred"] == (128, 324)
+    assert s["conv5"] == (1, 512, 13, 13)
+    cut = tmp_path / "cut.prototxt"
+    cut.write_text(text[:text.index('layer {\n  name: "roi_pool5"')])
+    assert_report_matches_caffe(load(str(cut)).report, caffe.Net(str(cut), caffe.TEST))
+
+
+# DenseNet-121 of shicai/DenseNet-Caffe: its pool1 rounds down (round_mode: FLOOR)
+DENSENET121 = DATA / "densenet121_round_mode.prototxt"
+
+
+def test_densenet121_round_mode_floor_against_the_paper_and_caffe(caffe, tmp_path):
+    """DenseNet-121 (shicai/DenseNet-Caffe, converted from the authors' Torch models),
+    whose pool1 says BVLC master's round_mode: FLOOR.  Table 1 of the DenseNet paper:
+    112 x 112 after the 7x7 s2 convolution, 56 x 56 after the 3x3 s2 max pooling, the
+    transitions halve to 28, 14 and 7, a 7 x 7 global average pooling and a 1000-way
+    classifier.  pool1 is 3x3 s2 pad 1 on 112: (112 + 2 - 3) / 2 = 55.5, FLOOR gives
+    55 + 1 = 56, the paper's size (CEIL, Caffe's default, gives 57: see the next
+    test).  Growth rate 32, blocks of 6, 12, 24, 16 layers, transitions halving the
+    channels: 64 + 6*32 = 256 -> 128; 128 + 12*32 = 512 -> 256; 256 + 24*32 = 1024 ->
+    512; 512 + 16*32 = 1024.  Learnt parameters by hand (convolutions have no bias; each
+    BatchNorm's Scale learns 2C; BatchNorm statistics are not learnt): a dense layer
+    on C channels is Scale 2C + 1x1 C*128 + Scale 256 + 3x3 128*32*9 = 130C + 37,120; a
+    block of n layers from C0 sums to n(130 C0 + 37,120) + 2,080 n(n-1): 335,040;
+    919,680; 2,837,760; 2,158,080; a transition on C is 2C + C*C/2: 33,280; 132,096;
+    526,336; stem 7*7*3*64 + 128 = 9,536; head 2*1024 + 1024*1000 + 1000 = 1,027,048;
+    total 7,978,856.  Real Caffe judges every blob and parameter shape of the same text
+    with the field spelt as this build spells it (ceil_mode: false, field 13 too)."""
+    from conftest import assert_report_matches_caffe
+
+    inspected = load(str(DENSENET121))
+    s = shapes_of(inspected)
+    assert s["conv1"] == (1, 64, 112, 112) and s["pool1"] == (1, 64, 56, 56)
+    assert s["concat_2_6"] == (1, 256, 56, 56) and s["pool2"] == (1, 128, 28, 28)
+    assert s["concat_3_12"] == (1, 512, 28, 28) and s["pool3"] == (1, 256, 14, 14)
+    assert s["concat_4_24"] == (1, 1024, 14, 14) and s["pool4"] == (1, 512, 7, 7)
+    assert s["concat_5_16"] == (1, 1024, 7, 7) and s["pool5"] == (1, 1024, 1, 1)
+    assert s["fc6"] == (1, 1000, 1, 1)
+    assert inspected.report.totals.params == 7_978_856
+    assert inspected.report.skipped == [] and inspected.notes == ()
+    text = DENSENET121.read_text()
+    assert text.count("round_mode: FLOOR") == 1
+    ours = tmp_path / "densenet121_ceil_mode.prototxt"
+    ours.write_text(text.replace("round_mode: FLOOR", "ceil_mode: false"))
+    assert_report_matches_caffe(inspected.report, caffe.Net(str(ours), caffe.TEST))
+
+
+def test_densenet121_round_mode_ceil_changes_every_later_size(tmp_path, capsys):
+    """The same file with round_mode: CEIL (Caffe's default rounding): pool1
+    ceil(55.5) + 1 = 57 (Caffe would drop a last window starting past the image, when
+    (57 - 1) * 2 >= 112 + 1; 112 is not, so 57 stays); every 2x2 s2 average pooling
+    rounds up too (no field in the file), so the odd size carries on: pool2
+    ceil((57 - 2) / 2) + 1 = 29 (floor: 28), pool3 ceil(27 / 2) + 1 = 15 (14), pool4
+    ceil(13 / 2) + 1 = 8 (7).  Channels and parameters do not change.  round_mode is
+    BVLC master's own field: check finds the original fine for BVLC master."""
+    path = tmp_path / "densenet121_ceil.prototxt"
+    path.write_text(DENSENET121.read_text().replace("round_mode: FLOOR", "round_mode: CEIL"))
+    inspected = load(str(path))
+    s = shapes_of(inspected)
+    assert s["pool1"] == (1, 64, 57, 57) and s["pool2"] == (1, 128, 29, 29)
+    assert s["pool3"] == (1, 256, 15, 15) and s["pool4"] == (1, 512, 8, 8)
+    assert s["concat_5_16"] == (1, 1024, 8, 8) and s["fc6"] == (1, 1000, 1, 1)
+    assert inspected.report.totals.params == 7_978_856
+    code, out, _ = run_command("check", str(DENSENET121), "--target", "bvlc", capsys=capsys)
+    assert code == 0 and "bvlc (BVLC Caffe (master)): ok" in out
+
+
+def test_densenet169_ceil_mode_false_in_real_caffe(caffe, tmp_path):
+    """DenseNet-169 before the repository moved to round_mode: pool1 says the forks'
+    ceil_mode: false, this build's own field, so real Caffe reads the excerpt (stem,
+    dense block 1 and transition 1) as it is and judges every shape: pool1 56 (the
+    paper's; (112 + 2 - 3) / 2 = 55.5 rounded down, + 1), block 1 64 + 6*32 = 256
+    channels, the transition 128 channels at 28 x 28.  Without the field (Caffe's
+    ceil): 57 and ceil((57 - 2) / 2) + 1 = 29, in real Caffe and here.  Learnt
+    parameters by hand: stem 9,536 + block 1 335,040 + transition 33,280 = 377,856
+    (the DenseNet-121 test's arithmetic: the first block is the same)."""
+    from conftest import assert_report_matches_caffe
+
+    path = DATA / "densenet169_ceil_mode_block1.prototxt"
+    inspected = load(str(path))
+    s = shapes_of(inspected)
+    assert s["pool1"] == (1, 64, 56, 56) and s["concat_2_6"] == (1, 256, 56, 56)
+    assert s["conv2_blk"] == (1, 128, 56, 56) and s["pool2"] == (1, 128, 28, 28)
+    assert inspected.report.totals.params == 377_856
+    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_report_matches_caffe(inspected.report, caffe.Net(str(path), caffe.TEST))
+    text = path.read_text()
+    assert text.count("    ceil_mode: false\n") == 1
+    ceil = tmp_path / "ceil.prototxt"
+    ceil.write_text(text.replace("    ceil_mode: false\n", ""))
+    ceiled = load(str(ceil))
+    s = shapes_of(ceiled)
+    assert s["pool1"] == (1, 64, 57, 57) and s["pool2"] == (1, 128, 29, 29)
+    assert_report_matches_caffe(ceiled.report, caffe.Net(str(ceil), caffe.TEST))
+
+
+def test_yolov2_tiny_region_against_the_ports_readme(caffe, tmp_path):
+    """Tiny YOLOv2 for 3 classes as converted by lwplw/caffe_yolov2, with the port's
+    Region layer (region_param: classes 3, coords 4, boxes_of_each_grid 5, softmax, all
+    fields of the yolo dialect).  The port's README: darknet keeps 13 x 13 through the
+    last 2x2 stride-1 max pooling, Caffe made it 12 x 12, so the port pads that pooling
+    (pad: 1 in Caffe, padding=2 in darknet) and both give 14 x 14.  By hand: five 2x2
+    s2 poolings take 416 to 13; then ceil((13 + 2*1 - 2) / 1) + 1 = 14 (Caffe would
+    drop a last window starting past the image, when (14 - 1) * 1 >= 13 + 1: it does
+    not); without the pad (13 - 2) / 1 + 1 = 12.  The detector has 5 * (3 + 4 + 1) =
+    40 channels (the cfg's filters=40); the port's RegionLayer::Reshape gives its
+    input's shape.  Learnt parameters by hand: 3x3 convolutions without bias 9 * (3*16
+    + 16*32 + 32*64 + 64*128 + 128*256 + 256*512 + 512*1024 + 1024*512) = 11,008,944;
+    the 1x1 detector 512*40 + 40 = 20,520; Scale 2 * (16 + 32 + 64 + 128 + 256 + 512 +
+    1024 + 512) = 5,088: 11,034,552.  Real Caffe (no Region in this build) judges all
+    but region1, padded and not."""
+    from conftest import assert_report_matches_caffe
+
+    path = DATA / "yolov2_tiny_3_region.prototxt"
+    inspected = load(str(path))
+    s = shapes_of(inspected)
+    assert s["layer10-maxpool"] == (1, 256, 13, 13) and s["layer12-maxpool"] == (1, 512, 14, 14)
+    assert s["layer15-conv"] == (1, 40, 14, 14) and s["region1"] == (1, 40, 14, 14)
+    assert inspected.report.totals.params == 11_034_552
+    assert inspected.report.skipped == [] and inspected.notes == ()
+    text = path.read_text()
+    head = text[:text.index('layer {\n  name: "region1"')]
+    cut = tmp_path / "cut.prototxt"
+    cut.write_text(head)
+    assert_report_matches_caffe(load(str(cut)).report, caffe.Net(str(cut), caffe.TEST))
+    assert head.count("        pool: MAX\n        pad: 1\n") == 1
+    unpadded = tmp_path / "unpadded.prototxt"
+    unpadded.write_text(head.replace("        pool: MAX\n        pad: 1\n", "        pool: MAX\n"))
+    inspected = load(str(unpadded))
+    assert shapes_of(inspected)["layer15-conv"] == (1, 40, 12, 12)
+    assert_report_matches_caffe(inspected.report, caffe.Net(str(unpadded), caffe.TEST))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -134,6 +135,77 @@ def test_schema_only_module_and_full_build_parse_identically(caffe):
         a = caffe_pb2.DESCRIPTOR.message_types_by_name[msg]
         b = full.DESCRIPTOR.message_types_by_name[msg]
         assert [(f.name, f.number) for f in a.fields] == [(f.name, f.number) for f in b.fields]
+
+
+# What a schema module holds, in a form two processes can compare: every public name
+# (classes by qualname/module/full name and fields, enums with their values, top-level
+# enum values, the _UPPERCASE descriptors by full name), and a parsed net serialized.
+SCHEMA_FINGERPRINT = """
+import hashlib, importlib, importlib.util, json, sys
+from google.protobuf import text_format
+from google.protobuf.internal import api_implementation
+if sys.argv[1] == "loader":
+    mod = importlib.import_module("pynetbuilder.proto.caffe_pb2")
+else:  # protoc's module alone, by path: importing the package would import the loader
+    spec = importlib.util.spec_from_file_location("pynetbuilder.proto.caffe_protoc_pb2",
+                                                  sys.argv[3])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+out = {"backend": api_implementation.Type()}
+def describe(v):
+    if isinstance(v, type):
+        d = v.DESCRIPTOR
+        nested = sorted(n for n in dir(v) if not n.startswith("_")
+                        and isinstance(getattr(v, n), type))
+        return ["class", v.__qualname__, v.__module__, d.full_name,
+                [(f.name, f.number) for f in d.fields], nested,
+                [describe(getattr(v, n)) for n in nested]]
+    if isinstance(v, int):
+        return ["int", v]
+    if hasattr(v, "keys") and hasattr(v, "DESCRIPTOR"):  # an EnumTypeWrapper
+        return ["enum", v.DESCRIPTOR.full_name, list(v.items())]
+    return [type(v).__name__, getattr(v, "full_name", getattr(v, "name", None))]
+for name in sorted(vars(mod)):
+    if not name.startswith("__"):
+        out[name] = describe(getattr(mod, name))
+net = text_format.Parse(open(sys.argv[2]).read(), mod.NetParameter())
+out["net"] = hashlib.sha256(net.SerializeToString()).hexdigest()
+out["enum"] = mod.PoolingParameter.PoolMethod.Name(mod.PoolingParameter.AVE)
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize("backend", ["upb", "python"])
+def test_schema_loader_builds_protocs_module(backend, tmp_path):
+    """caffe_pb2 (the loader made by caffe_setup.schema_loader) holds what protoc's own
+    module holds, class for class and name for name, and parses a net to the same
+    bytes; on upb (built from the extension) and on pure-Python protobuf (protoc's
+    module re-exported).  Each module runs alone: on upb the same .proto file cannot
+    be added to the default pool twice."""
+    fixture = ROOT.parent / "shared" / "fixtures" / "prototxt" / "ResNet-50-deploy.prototxt"
+    env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=backend,
+               PYTHONPATH=str(ROOT))
+    script = tmp_path / "fingerprint.py"
+    script.write_text(SCHEMA_FINGERPRINT)
+    prints = {}
+    protoc_file = ROOT / "pynetbuilder" / "proto" / "caffe_protoc_pb2.py"
+    for module in ("loader", "protoc"):
+        proc = subprocess.run([str(VENV_PY), str(script), module, str(fixture),
+                               str(protoc_file)], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        prints[module] = json.loads(proc.stdout)
+    loader, protoc = prints.values()
+    assert loader["backend"] == protoc["backend"] == backend
+    for skip in ("_api",):  # protoc's module keeps none of the loader's own helpers
+        assert skip not in loader
+    # protoc's module also holds its import aliases (_descriptor, _builder, ...) and
+    # _sym_db / _globals; every other name is the same thing in both
+    extra = {k for k in protoc if k not in loader}
+    assert extra <= {"_descriptor", "_descriptor_pool", "_runtime_version",
+                     "_symbol_database", "_builder", "_sym_db", "_globals"}, extra
+    assert {k: protoc[k] for k in loader} == loader
+    assert len([k for k, v in loader.items() if v[0] == "class"]) > 90
 
 
 PY_LAYER = '''

@@ -99,3 +99,37 @@ def test_torchscript_and_fx_and_compile(tmp_path, capsys):
         assert torch.allclose(gm(data=x)["prob"], expected, atol=1e-7)
         compiled = torch.compile(module, backend="eager")
         assert torch.allclose(compiled(data=x)["prob"], expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_ssd_detection_output_is_refused_and_its_inputs_export(tmp_path, capsys, fmt):
+    """SSD's DetectionOutput keeps as many boxes as its input's values give (NMS, run
+    eagerly): a trace would freeze one input's detections into the file, so export
+    refuses it, naming the blobs it reads, and writes nothing.  ``--outputs`` with those
+    blobs exports the rest of the net, and onnxruntime gives Caffe's values for them."""
+    from test_pytorch_layers import ssd_head
+
+    net = tmp_path / "ssd.prototxt"
+    net.write_text(net_text({"data": (2, 3, 64, 64)}, ssd_head(
+        "CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30)))
+    out = tmp_path / f"ssd.{fmt}"
+    code, _, err = run_command("export", str(net), "--to", fmt, "-o", str(out), capsys=capsys)
+    assert code == 2 and not out.exists()
+    assert err.count("\n") == 1 and err.startswith("pynetbuilder: error: ")
+    assert "'det' (DetectionOutput)" in err and "--outputs loc,conf_f,prior" in err
+    code, _, err = run_command("export", str(net), "--to", fmt, "-o", str(out), "--outputs",
+                               "nope", capsys=capsys)
+    assert code == 2 and "no blob 'nope'" in err and not out.exists()
+    if fmt != "onnx":
+        return
+    a, ready, x, run = caffe_outputs(str(net), tmp_path)
+    code, printed, err = run_command("export", str(net), "--to", "onnx", "-o", str(out),
+                                     "--weights", str(run.weights), "--outputs",
+                                     "loc,conf_f,prior", capsys=capsys)
+    assert code == 0, err
+    assert "outputs loc, conf_f, prior" in printed
+    session = ort.InferenceSession(str(out))
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["loc", "conf_f", "prior"]
+    for name, value in zip(names, session.run(None, {"data": x})):
+        assert close(value, run.blobs[name]), name

@@ -197,6 +197,8 @@ def squeezenet_weights(tmp_path):
     (["export", "--to", "onnx", "--target", "opencv", "-o", "{d}/n.onnx"],
      "--target writes a Caffe deploy net (prototxt and caffemodel), not onnx"),
     (["export", "--to", "caffe", "-o", "{d}/n.prototxt"], "or --target NAME"),
+    (["export", "--target", "opencv", "--outputs", "fire9/concat", "-o", "{d}/n.prototxt"],
+     "a target's deploy net is written whole"),
     (["export", "--target", "opencv", "-o", "{d}/n.caffemodel"], "OUT.prototxt"),
     (["convert", "--target", "opencv", "--from", "{w}", "-o", "{d}/n.pth"],
      "-o must name a .caffemodel"),

@@ -32,8 +32,8 @@ from pynetbuilder.targets import known_targets
 def parser(prog: str = "pynetbuilder export") -> Parser:
     p = Parser(prog=prog, allow_abbrev=False,
                usage="%(prog)s NET [KNOB FLAGS] --to onnx|torchscript -o OUT [--weights W] "
-               "[--opset N]\n       %(prog)s NET [KNOB FLAGS] --target NAME -o OUT.prototxt "
-               "[--weights W]",
+               "[--opset N] [--outputs BLOB,...]\n       %(prog)s NET [KNOB FLAGS] --target NAME "
+               "-o OUT.prototxt [--weights W]",
                description="Export a net as ONNX or TorchScript, or as a deploy target's "
                "Caffe net (prototxt, and its .caffemodel when weights are given).")
     add_net_flags(p)
@@ -46,6 +46,10 @@ def parser(prog: str = "pynetbuilder export") -> Parser:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--weights", metavar="W", help=".caffemodel, .pth or .safetensors")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
+    p.add_argument("--outputs", metavar="BLOB[,BLOB...]",
+                   help="export only what these blobs need, and give them (default: the "
+                   "net's outputs); e.g. the inputs of SSD's DetectionOutput, which runs "
+                   "eagerly and cannot be exported")
     return p
 
 
@@ -63,17 +67,19 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
                          "deploy target's Caffe net (bvlc: stock Caffe)")
     module, _ = torch_net("export", net_arg, knobs, args, args.weights)
     with torch_needed("export"):
-        from pynetbuilder.pytorch.export import export_bytes
+        from pynetbuilder.pytorch.export import export_bytes, exportable
     if args.to == "onnx":
         try:
             import onnx  # noqa: F401 - torch.onnx needs it
         except ImportError:
             raise UsageError("--to onnx needs the onnx package: pip install "
                              "pynetbuilder[torch]") from None
-    data = export_bytes(module.eval(), args.to, opset=args.opset)
+    outputs = [b for b in args.outputs.split(",") if b] if args.outputs else None
+    wrapped = exportable(module.eval(), outputs)  # EmitError before anything is traced
+    data = export_bytes(module.eval(), args.to, opset=args.opset, outputs=outputs)
     write_files({Path(args.output): data})
-    print(f"wrote {args.output} ({args.to}; inputs {', '.join(module.inputs)}; outputs "
-          f"{', '.join(module.outputs)})", file=out)
+    print(f"wrote {args.output} ({args.to}; inputs {', '.join(wrapped.input_names)}; "
+          f"outputs {', '.join(wrapped.output_names)})", file=out)
 
 
 def _check_target_flags(args: argparse.Namespace) -> None:
@@ -83,6 +89,9 @@ def _check_target_flags(args: argparse.Namespace) -> None:
     if args.to not in (None, "caffe"):
         raise UsageError(f"--target writes a Caffe deploy net (prototxt and caffemodel), not "
                          f"{args.to}: leave out --to {args.to}, or --target")
+    if args.outputs:
+        raise UsageError("--outputs chooses what --to onnx|torchscript export; a target's "
+                         "deploy net is written whole")
     if Path(args.output).suffix.lower() != ".prototxt":
         raise UsageError(f"with --target, -o names the deploy net: OUT.prototxt (its weights "
                          f"go to OUT.caffemodel beside it), got {args.output!r}")

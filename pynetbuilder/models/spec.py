@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -212,6 +211,8 @@ def _words(spec: str | Sequence[str]) -> list[str]:
         return list(spec)
     if re.search(r"\s-", spec):
         try:
+            import shlex  # on use: a command's start-up
+
             return shlex.split(spec)
         except ValueError as exc:
             raise UsageError(f"model spec {spec!r}: {exc}") from None

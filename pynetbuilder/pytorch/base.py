@@ -26,6 +26,10 @@ class CaffeLayer(nn.Module):
     """Base of every emitted layer (``blob_names``: Caffe's parameter blobs in order)."""
 
     blob_names: tuple[str, ...] = ()
+    # False for a layer whose computation depends on its input's values in Python
+    # (it runs eagerly): a trace (ONNX, TorchScript) would keep one input's result
+    # as a constant, so export refuses it
+    traceable: bool = True
 
     def caffe_blobs(self) -> list[torch.Tensor]:
         return [getattr(self, n) for n in self.blob_names]

@@ -15,41 +15,70 @@ from typing import Any
 import torch
 from torch import nn
 
+from pynetbuilder.pytorch.base import EmitError
 from pynetbuilder.pytorch.emit_pool import Pooling
 
 FORMATS = ("onnx", "torchscript")
 
 
 class Positional(nn.Module):
-    """``forward(*inputs) -> tuple of outputs`` over a :class:`CaffeNet`."""
+    """``forward(*inputs) -> tuple of outputs`` over a :class:`CaffeNet`: the layers
+    ``outputs`` need (default: the net's outputs), fed by the inputs they read."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Any, outputs: Sequence[str] | None = None) -> None:
         super().__init__()
         self.net = net
-        self.input_names = tuple(net.inputs)
-        self.output_names = tuple(net.outputs)
+        self.output_names = tuple(outputs) if outputs else tuple(net.outputs)
+        unknown = [b for b in self.output_names if b not in net.blob_shapes]
+        if unknown:
+            raise EmitError(f"net {net.net_name!r} has no blob {unknown[0]!r} to export")
+        self.steps = net.steps_for(self.output_names)
+        read = {b for _, bottoms, _ in self.steps for b in bottoms} | set(self.output_names)
+        self.input_names = tuple(name for name in net.inputs if name in read)
+        eager = [name for name, module in net.layer_modules.items()
+                 if not getattr(module, "traceable", True)
+                 and any(module is step[0] for step in self.steps)]
+        if eager:
+            layer = next(lay for lay in net.net_param.layer if lay.name == eager[0])
+            raise EmitError(
+                f"layer {layer.name!r} ({layer.type}) runs eagerly on the values it is given "
+                f"(its output size depends on them): an export would keep one input's "
+                f"result as a constant; export the blobs it reads instead "
+                f"(--outputs {','.join(dict.fromkeys(layer.bottom))})")
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        blobs = self.net.run(dict(zip(self.input_names, xs)))
+        blobs = dict(zip(self.input_names, xs))
+        for fn, bottoms, tops in self.steps:
+            out = fn(*[blobs[b] for b in bottoms])
+            if len(tops) == 1:
+                blobs[tops[0]] = out
+            else:
+                blobs.update(zip(tops, out))
         return tuple(blobs[name] for name in self.output_names)
 
 
-def exportable(net: Any) -> Positional:
+def exportable(net: Any, outputs: Sequence[str] | None = None) -> Positional:
+    """The net as an exportable module (``outputs``: the blobs it gives; default the
+    net's outputs).  EmitError for an unknown blob or a layer that cannot be traced."""
+    wrapped = Positional(net, outputs)
     for m in net.modules():
         if isinstance(m, Pooling):
             m.explicit()
-    return Positional(net).eval()
+    return wrapped.eval()
 
 
-def example_inputs(net: Any) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.zeros(net.blob_shapes[name]) for name in net.inputs)
+def example_inputs(net: Any, names: Sequence[str] | None = None) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(net.blob_shapes[name])
+                 for name in (net.inputs if names is None else names))
 
 
 def export_bytes(net: Any, fmt: str, opset: int = 17,
-                 inputs: Sequence[torch.Tensor] | None = None) -> bytes:
-    """The net as an ONNX model or a TorchScript archive (bytes)."""
-    wrapped = exportable(net)
-    args = tuple(inputs) if inputs is not None else example_inputs(net)
+                 inputs: Sequence[torch.Tensor] | None = None,
+                 outputs: Sequence[str] | None = None) -> bytes:
+    """The net as an ONNX model or a TorchScript archive (bytes); ``outputs``: the
+    blobs it gives (default: the net's outputs), see :class:`Positional`."""
+    wrapped = exportable(net, outputs)
+    args = tuple(inputs) if inputs is not None else example_inputs(net, wrapped.input_names)
     buffer = io.BytesIO()
     with torch.no_grad():
         if fmt == "onnx":

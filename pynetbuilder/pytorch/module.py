@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keyword
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -117,6 +117,21 @@ class CaffeNet(nn.Module):
                 for top, value in zip(tops, out):
                     blobs[top] = value
         return blobs
+
+    def steps_for(self, outputs: Sequence[str]) -> list[tuple[Any, tuple[str, ...],
+                                                               tuple[str, ...]]]:
+        """The steps (fused, in order) that the blobs ``outputs`` depend on: a step is
+        kept when it writes a blob still needed (an in-place step needs its blob from
+        before it too)."""
+        needed = set(outputs)
+        kept = []
+        for step in reversed(self._steps):
+            _, bottoms, tops = step
+            if needed & set(tops):
+                kept.append(step)
+                needed.difference_update(tops)
+                needed.update(bottoms)
+        return kept[::-1]
 
     def _rewritten_after(self) -> list[set[str]]:
         """For each step, the blobs it or a later step writes."""
