@@ -42,8 +42,9 @@ F32 = np.float32
 
 
 def randomize(module, seed: int) -> None:
-    """Every parameter blob at random: weights N(0, 0.2), statistics sane (variances in
-    [0.5, 1.5], BatchNorm's scale factor 1)."""
+    """Every parameter blob at random: weights N(0, 1 / fan-in) (so that values stay of
+    order 1 through the depth, and softmaxes do not saturate), other blobs N(0, 0.2),
+    statistics sane (variances in [0.5, 1.5], BatchNorm's scale factor 1)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in module.layer_modules.values():
@@ -53,6 +54,8 @@ def randomize(module, seed: int) -> None:
                     t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
                 elif name == "scale_factor":
                     t.fill_(1.0)
+                elif name == "weight" and t.dim() >= 2:
+                    t.copy_(torch.randn(t.shape, generator=gen) / np.sqrt(t[0].numel()))
                 else:
                     t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
 
@@ -240,13 +243,15 @@ def test_roi_pooling_equals_opencv_and_the_fast_rcnn_loops(tmp_path):
 
 
 def caffe_random_weights(net, seed: int) -> None:
-    """Every parameter blob of a pycaffe net at random (BatchNorm: mean N(0, 0.1),
-    variance in [0.5, 1.5], scale factor 1)."""
+    """Every parameter blob of a pycaffe net at random, as :func:`randomize` (BatchNorm:
+    mean N(0, 0.1), variance in [0.5, 1.5], scale factor 1)."""
     rng = np.random.default_rng(seed)
     types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
     for name, blobs in net.params.items():
         for i, blob in enumerate(blobs):
-            data = rng.normal(0, 0.2, blob.data.shape)
+            shape = blob.data.shape
+            std = 1 / np.sqrt(np.prod(shape[1:])) if i == 0 and len(shape) >= 2 else 0.2
+            data = rng.normal(0, std, shape)
             if types[name] == "BatchNorm":
                 data = [rng.normal(0, 0.1, blob.data.shape),
                         rng.uniform(0.5, 1.5, blob.data.shape), np.ones(blob.data.shape)][i]
@@ -447,3 +452,346 @@ def test_region_has_no_emitter_and_says_why(tmp_path):
                      'coords: 4 boxes_of_each_grid: 5 softmax: true } }\n')
     with pytest.raises(NetError, match="'region' of type 'Region'.*never initialises"):
         to_module(str(path))
+
+
+# ------------------------------------------------- NumPy transcriptions of the C++
+
+
+def segnet_bn_reference(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, learn: bool
+                        ) -> np.ndarray:
+    """A transcription of alexgkendall/caffe-segnet src/caffe/layers/bn_layer.cpp,
+    BNLayer<float>::Forward_cpu: LEARN takes E(X) and E(X^2) over H x W per (n, c),
+    then over N, the variance E(X^2) - E(X)^2, var_eps_ 1e-9; INFERENCE only scales
+    and shifts."""
+    num, channels = x.shape[:2]
+    top = np.empty_like(x)
+    for c in range(channels):
+        if learn:
+            spatial_mean = [F32(x[n, c].sum(dtype=F32) / F32(x[n, c].size)) for n in range(num)]
+            spatial_sq = [F32((x[n, c] * x[n, c]).sum(dtype=F32) / F32(x[n, c].size))
+                          for n in range(num)]
+            mean = F32(sum(spatial_mean, F32(0)) / F32(num))
+            variance = F32(sum(spatial_sq, F32(0)) / F32(num)) - mean * mean
+            std = np.sqrt(F32(variance + F32(1e-9)))
+        for n in range(num):
+            value = x[n, c]
+            if learn:
+                value = (value - mean) / std
+            top[n, c] = value * scale[0, c, 0, 0] + shift[0, c, 0, 0]
+    return top
+
+
+@pytest.mark.parametrize("mode", ["LEARN", "INFERENCE"])
+@pytest.mark.parametrize("phase", ["train", "test"])
+def test_segnet_bn_equals_the_segnet_loops(tmp_path, mode, phase):
+    """SegNet's BN computes the batch's statistics in LEARN mode in every phase (the
+    layer does not look at the phase), and only scales and shifts in INFERENCE."""
+    path = one_layer(tmp_path, {"x": (3, 4, 5, 6)}, 'layer { name: "bn" type: "BN" '
+                     f'bottom: "x" top: "x" bn_param {{ bn_mode: {mode} }} }}\n')
+    module = to_module(str(path), phase=phase)
+    randomize(module, 13)
+    x = normal((3, 4, 5, 6), 14) * 2 + 1
+    ours = run_module(module, {"x": x})["x"]
+    scale, shift = blobs_of(module)["bn"]
+    assert_close(ours, segnet_bn_reference(x, scale, shift, mode == "LEARN"), mode)
+
+
+def pspnet_bn_reference(x: np.ndarray, blobs: list[np.ndarray], eps: float, momentum: float,
+                        use_moving: bool, update: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A transcription of hszhao/PSPNet src/caffe/layers/bn_layer.cpp (c479f4f),
+    BNLayer<float>::Forward_cpu: the moving mean and variance (blobs 2, 3) in TEST or
+    when frozen; else the batch's mean over H x W then N, subtracted, the mean of the
+    squares likewise, each folded into its moving blob as (1 - m) * batch + m * blob;
+    then times (var + eps)^-1/2, times the slope, plus the bias.  Returns the top and
+    the blobs after the forward pass."""
+    slope, bias, mean_blob, var_blob = (b.reshape(-1).copy() for b in blobs)
+    num, channels = x.shape[:2]
+    m, keep = F32(momentum), F32(1) - F32(momentum)
+    top = np.empty_like(x)
+    for c in range(channels):
+        if use_moving:
+            mean = mean_blob[c]
+        else:
+            mean = F32(sum((F32(x[n, c].sum(dtype=F32) / F32(x[n, c].size))
+                            for n in range(num)), F32(0)) / F32(num))
+            if update:
+                mean_blob[c] = keep * mean + m * mean_blob[c]
+        centred = [x[n, c] - mean for n in range(num)]
+        if use_moving:
+            variance = var_blob[c]
+        else:
+            variance = F32(sum((F32((d * d).sum(dtype=F32) / F32(d.size)) for d in centred),
+                               F32(0)) / F32(num))
+            var_blob[c] = keep * variance + m * var_blob[c]
+        inv_std = F32(variance + F32(eps)) ** F32(-0.5)
+        for n in range(num):
+            top[n, c] = centred[n] * inv_std * slope[c] + bias[c]
+    shape = blobs[0].shape
+    return top, [b.reshape(shape) for b in (slope, bias, mean_blob, var_blob)]
+
+
+@pytest.mark.parametrize("phase,frozen", [("test", False), ("train", False), ("train", True)])
+def test_pspnet_bn_equals_the_pspnet_loops(tmp_path, phase, frozen):
+    """PSPNet's BN (this build's BNParameter: momentum 0.9, eps 1e-5 by default; here
+    0.8 and 1e-3): moving statistics in TEST and when frozen, the batch's otherwise,
+    and the moving blobs updated in TRAIN unless frozen."""
+    path = one_layer(tmp_path, {"x": (2, 3, 4, 5)}, 'layer { name: "bn" type: "BN" '
+                     'bottom: "x" top: "y" bn_param { momentum: 0.8 eps: 0.001 '
+                     f'frozen: {str(frozen).lower()} }} }}\n')
+    module = to_module(str(path), phase=phase)
+    randomize(module, 15)
+    before = blobs_of(module)["bn"]
+    x = normal((2, 3, 4, 5), 16) * 3 - 1
+    ours = run_module(module, {"x": x})["y"]
+    top, after = pspnet_bn_reference(x, before, 1e-3, 0.8, use_moving=frozen or phase == "test",
+                                     update=phase == "train" and not frozen)
+    assert_close(ours, top, "top")
+    for got, expected in zip(blobs_of(module)["bn"], after):
+        assert_close(got, expected, "blob after the forward pass")
+    assert np.array_equal(after[2], before[2]) == (frozen or phase == "test")
+
+
+def interp_reference(x: np.ndarray, height: int, width: int, pad_beg: int, pad_end: int
+                     ) -> np.ndarray:
+    """A transcription of DeepLab-v2's / PSPNet's interp_layer.cpp (Forward_cpu passes
+    the crop -pad_beg, -pad_beg, H + pad_beg + pad_end, W + pad_beg + pad_end) and
+    src/caffe/util/interp.cpp, caffe_cpu_interp2<float, false>."""
+    num, channels, big_h, big_w = x.shape
+    h1, w1 = big_h + pad_beg + pad_end, big_w + pad_beg + pad_end
+    y1 = x1 = -pad_beg
+    data = x.reshape(num * channels, big_h, big_w)
+    out = np.empty((num * channels, height, width), F32)
+    if (h1, w1) == (height, width):
+        return x[:, :, y1:y1 + h1, x1:x1 + w1].copy()
+    rheight = F32(h1 - 1) / F32(height - 1) if height > 1 else F32(0)
+    rwidth = F32(w1 - 1) / F32(width - 1) if width > 1 else F32(0)
+    for h2 in range(height):
+        h1r = F32(rheight * F32(h2))
+        hi = int(h1r)
+        h1p = 1 if hi < h1 - 1 else 0
+        h1lambda = F32(h1r - F32(hi))
+        h0lambda = F32(1) - h1lambda
+        for w2 in range(width):
+            w1r = F32(rwidth * F32(w2))
+            wi = int(w1r)
+            w1p = 1 if wi < w1 - 1 else 0
+            w1lambda = F32(w1r - F32(wi))
+            w0lambda = F32(1) - w1lambda
+            for c in range(num * channels):
+                p = data[c, y1 + hi:, x1 + wi:]
+                out[c, h2, w2] = (h0lambda * (w0lambda * p[0, 0] + w1lambda * p[0, w1p])
+                                  + h1lambda * (w0lambda * p[h1p, 0] + w1lambda * p[h1p, w1p]))
+    return out.reshape(num, channels, height, width)
+
+
+@pytest.mark.parametrize("setting,out_hw", [
+    ("height: 9 width: 7 pad_beg: -1 pad_end: -2", (9, 7)),  # crop 8x9 -> 5x6, then up
+    ("shrink_factor: 2", (4, 5)),  # (8 - 1) / 2 + 1, (9 - 1) / 2 + 1
+    ("shrink_factor: 3 zoom_factor: 2", (5, 5)),  # 3 x 3, then 3 + 2 * 1
+    ("zoom_factor: 2 pad_beg: -1 pad_end: -1", (11, 13)),  # 6x7 -> 6 + 5, 7 + 6
+    ("shrink_factor: 1 pad_beg: -2", (6, 7))])  # a crop only: the same size, copied
+def test_interp_crop_and_shrink_equal_the_interp_loops(tmp_path, setting, out_hw):
+    """Interp's settings OpenCV does not take (pad_beg / pad_end crop, shrink_factor)."""
+    path = one_layer(tmp_path, {"data": (2, 3, 8, 9)}, 'layer { name: "i" type: "Interp" '
+                     f'bottom: "data" top: "i" interp_param {{ {setting} }} }}\n')
+    x = normal((2, 3, 8, 9), 17)
+    ours = run_module(to_module(str(path)), {"data": x})["i"]
+    beg = int(re.search(r"pad_beg: (-\d)", setting).group(1)) if "pad_beg" in setting else 0
+    end = int(re.search(r"pad_end: (-\d)", setting).group(1)) if "pad_end" in setting else 0
+    assert ours.shape[2:] == out_hw
+    assert_close(ours, interp_reference(x, *out_hw, beg, end), setting)
+
+
+def reorg_reference(x: np.ndarray, stride: int, reverse: bool) -> np.ndarray:
+    """A transcription of the YOLOv2 ports' reorg_layer.hpp ``reorg_cpu(bottom_data,
+    b_w, b_h, b_c, b_n, stride, forward, top_data)`` as ``Forward_cpu`` calls it
+    (``forward`` = ``reverse``)."""
+    b_n, b_c, b_h, b_w = x.shape
+    t_c, t_w, t_h = b_c // (stride * stride), b_w * stride, b_h * stride
+    bottom = x.reshape(-1)
+    top = np.empty_like(bottom)
+    for n in range(b_n):
+        for c in range(b_c):
+            for h in range(b_h):
+                for w in range(b_w):
+                    bottom_index = w + b_w * (h + b_h * (c + b_c * n))
+                    c2 = c % t_c
+                    offset = c // t_c
+                    w2 = w * stride + offset % stride
+                    h2 = h * stride + offset // stride
+                    top_index = w2 + t_w * (h2 + t_h * (c2 + t_c * n))
+                    if reverse:
+                        top[top_index] = bottom[bottom_index]
+                    else:
+                        top[bottom_index] = bottom[top_index]
+    if reverse:
+        return top.reshape(b_n, t_c, t_h, t_w)
+    return top.reshape(b_n, b_c * stride * stride, b_h // stride, b_w // stride)
+
+
+@pytest.mark.parametrize("stride,reverse,shape", [(3, False, (2, 18, 6, 9)),
+                                                  (2, True, (1, 8, 3, 5)),
+                                                  (2, False, (1, 4, 4, 6))])
+def test_reorg_equals_the_ports_loops(tmp_path, stride, reverse, shape):
+    path = one_layer(tmp_path, {"data": shape}, 'layer { name: "r" type: "Reorg" '
+                     f'bottom: "data" top: "r" reorg_param {{ stride: {stride} '
+                     f'reverse: {str(reverse).lower()} }} }}\n')
+    x = normal(shape, 18)
+    ours = run_module(to_module(str(path)), {"data": x})["r"]
+    assert np.array_equal(ours, reorg_reference(x, stride, reverse))
+
+
+def axpy_reference(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A transcription of hujie-frank/SENet src/caffe/layers/axpy_layer.cpp,
+    AxpyLayer<float>::Forward_cpu: top = y, then per (n, c) caffe_axpy of x's plane
+    with a[n * C + c]."""
+    top = y.copy().reshape(-1)
+    num, channels = x.shape[:2]
+    spatial = x[0, 0].size
+    scale, data = a.reshape(-1), x.reshape(-1)
+    for n in range(num):
+        for c in range(channels):
+            offset = n * channels + c
+            plane = slice(offset * spatial, (offset + 1) * spatial)
+            top[plane] = scale[offset] * data[plane] + top[plane]
+    return top.reshape(x.shape)
+
+
+def test_axpy_equals_the_senet_loops(tmp_path):
+    path = one_layer(tmp_path, {"a": (2, 3, 1, 1), "x": (2, 3, 4, 5), "y": (2, 3, 4, 5)},
+                     'layer { name: "s" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" '
+                     'top: "s" }\n')
+    a, x, y = normal((2, 3, 1, 1), 19), normal((2, 3, 4, 5), 20), normal((2, 3, 4, 5), 21)
+    ours = run_module(to_module(str(path)), {"a": a, "x": x, "y": y})["s"]
+    assert_close(ours, axpy_reference(a, x, y), "axpy")
+
+
+def test_opencv_computes_axpy_with_x_and_y_swapped(tmp_path):
+    """Why OpenCV is no judge of Axpy: OpenCV 4.13's importer rewrites Axpy as Scale of
+    its third bottom by the first, plus the second (``a * y + x``), not SENet's ``a * x +
+    y``; and it refuses a batch of more than one."""
+    path = one_layer(tmp_path, {"a": (1, 3, 1, 1), "x": (1, 3, 4, 5), "y": (1, 3, 4, 5)},
+                     'layer { name: "s" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" '
+                     'top: "s" }\n')
+    a, x, y = normal((1, 3, 1, 1), 22), normal((1, 3, 4, 5), 23), normal((1, 3, 4, 5), 24)
+    theirs = opencv(path, None, {"a": a, "x": x, "y": y}, ["s"])["s"]
+    assert np.allclose(theirs, a * y + x) and not np.allclose(theirs, a * x + y)
+
+
+def test_fast_rcnn_dropout_scale_train_false(tmp_path):
+    """Fast R-CNN's Dropout with scale_train: false (caffe-fast-rcnn dropout_layer.cpp,
+    Forward_cpu): TRAIN keeps or drops without scaling; TEST multiplies by 1 / scale_,
+    scale_ = 1 / (1 - ratio) held as a float (here 1 - 0.3, as float32 arithmetic
+    gives it)."""
+    path = one_layer(tmp_path, {"x": (4, 50)}, 'layer { name: "d" type: "Dropout" '
+                     'bottom: "x" top: "x" dropout_param { dropout_ratio: 0.3 '
+                     'scale_train: false } }\n')
+    x = normal((4, 50), 25)
+    scale_ = F32(1.0 / (1.0 - F32(0.3)))
+    expected = x * F32(1.0 / np.float64(scale_))  # caffe_scal<float>(count, 1. / scale_)
+    assert np.array_equal(run_module(to_module(str(path)), {"x": x})["x"], expected)
+    train = run_module(to_module(str(path), phase="train"), {"x": x})["x"]
+    kept = train != 0
+    assert np.array_equal(train[kept], x[kept]) and 0 < kept.mean() < 1
+
+
+# -------------------------------------------- more real-world files, OpenCV the judge
+
+
+def test_yolov2_passthrough_file_equals_opencv(tmp_path):
+    """YOLOv2's passthrough branch (eric612/Caffe-YOLOv3-Windows) up to conv22, the
+    output the port's YoloDetectionOutput reads (no known dialect's layer, cut off):
+    Reorg with darknet's index order, Concat, leaky ReLUs, random weights; OpenCV runs
+    the same text and weights."""
+    text = (DATA / "yolov2_voc_passthrough.prototxt").read_text()
+    cut = tmp_path / "yolov2.prototxt"
+    cut.write_text(text[:text.index('layer {\n  name: "detection_out"')])
+    module = to_module(str(cut))
+    randomize(module, 26)
+    weights = tmp_path / "w.caffemodel"
+    save_caffemodel(module, weights)
+    x = normal((1, 512, 26, 26), 27)
+    ours = run_module(module, {"conv13": x})
+    tops = ["reorg1", "concat2", "conv22"]
+    theirs = opencv(cut, weights, {"conv13": x}, tops)
+    for top in tops:
+        assert_close(ours[top], theirs[top], top)
+
+
+def test_pspnet_pyramid_pooling_file_equals_opencv(tmp_path):
+    """PSPNet-50's pyramid pooling module (hszhao/PSPNet) up to the concat (conv5_4, a
+    68-GMAC 3x3 convolution at 60 x 60, left out): four AVE poolings, 1x1 convolutions,
+    PSPNet's frozen BN and Interp back to 60 x 60 (height/width).  OpenCV has no BN: its
+    text says BatchNorm (use_global_stats, BN's eps) + Scale with bias, which computes
+    frozen BN's ``(x - mean) / sqrt(var + eps) * slope + bias``, with the same blobs."""
+    from pynetbuilder.inspect import read_prototxt
+
+    path = DATA / "pspnet50_ade20k_ppm.prototxt"
+    text = path.read_text()
+    cut = tmp_path / "pyramid.prototxt"
+    cut.write_text(text[:text.index('layer {\n  name: "conv5_4"\n')])
+    module = to_module(str(cut))
+    randomize(module, 28)
+    weights = blobs_of(module)
+    eps = {la.name: la.bn_param.eps for la in read_prototxt(cut).layer if la.type == "BN"}
+    assert len(eps) == 4
+
+    def batch_norm_and_scale(m: re.Match) -> str:
+        name, bottom, top = m.groups()
+        slope, bias, mean, var = (b.reshape(-1) for b in weights.pop(name))
+        weights[name] = [mean, var, np.ones(1, np.float32)]
+        weights[name + "/scale"] = [slope, bias]
+        assert "frozen: true" in m.group(0)
+        return (f'layer {{ name: "{name}" type: "BatchNorm" bottom: "{bottom}" top: "{top}" '
+                f'batch_norm_param {{ use_global_stats: true eps: {eps[name]!r} }} }}\n'
+                f'layer {{ name: "{name}/scale" type: "Scale" bottom: "{top}" top: "{top}" '
+                'scale_param { bias_term: true } }\n')
+
+    bn = re.compile(r'layer \{\n  name: "([^"]+)"\n  type: "BN"\n  bottom: "([^"]+)"\n'
+                    r'  top: "([^"]+)"\n.*?\n\}\n', re.S)
+    opencv_text = tmp_path / "opencv.prototxt"
+    opencv_text.write_text(bn.sub(batch_norm_and_scale, cut.read_text()))
+    caffemodel = write_caffemodel(tmp_path / "w.caffemodel", weights)
+    x = normal((1, 2048, 60, 60), 29)
+    ours = run_module(module, {"conv5_3": x})
+    tops = [f"conv5_3_pool{b}_interp" for b in (1, 2, 3, 6)] + ["conv5_3_concat"]
+    theirs = opencv(opencv_text, caffemodel, {"conv5_3": x}, tops)
+    for top in tops:
+        assert_close(ours[top], theirs[top], top)
+
+
+def test_faster_rcnn_zf_head_with_given_rois_equals_opencv(tmp_path):
+    """py-faster-rcnn's ZF test net with its Python proposal layer replaced by an input
+    of 8 rois (the layer is Python, analysed by nobody): ROIPooling 6 x 6 at 1/16 on
+    conv5 and the fully connected head (im_info, read by the proposal layer alone, goes
+    too).  Its Dropout layers set Fast R-CNN's
+    scale_train: false, so in TEST they multiply by 1 - 0.5 (dropout_layer.cpp);
+    OpenCV knows no scale_train, so its text says Power (scale 0.5) there."""
+    text = (DATA / "faster_rcnn_zf_test.prototxt").read_text()
+    proposal = re.search(r"layer \{\s*name: 'proposal'.*?\n\}\n", text, re.S)
+    rois = np.array([[0, 0, 0, 223, 223], [0, 16, 32, 100, 90], [0, 50.5, 7.9, 60, 200],
+                     [0, 180, 170, 260, 300], [0, 8, 8, 8, 8], [0, 100, 100, 40, 40],
+                     [0, -20, -20, 30, 30], [0, 31.9, 64.1, 190.3, 127.5]], np.float32)
+    text = text[:proposal.start()] + text[proposal.end():]
+    im_info = 'input: "im_info"\ninput_shape {\n  dim: 1\n  dim: 3\n}\n'  # read by it alone
+    assert im_info in text
+    text = text.replace(im_info, 'input: "rois"\ninput_shape { dim: 8 dim: 5 }\n')
+    ours_path = tmp_path / "zf.prototxt"
+    ours_path.write_text(text)
+    module = to_module(str(ours_path))
+    randomize(module, 30)
+    weights = tmp_path / "w.caffemodel"
+    save_caffemodel(module, weights)
+    inputs = {"data": normal((1, 3, 224, 224), 31), "rois": rois}
+    ours = run_module(module, inputs)
+    opencv_path = tmp_path / "zf-opencv.prototxt"
+    dropout = re.compile(r'type: "Dropout"(\s*bottom: "\w+"\s*top: "\w+"\s*)dropout_param \{'
+                         r'[^}]*\}')
+    opencv_text, count = dropout.subn(r'type: "Power"\1power_param { scale: 0.5 }', text)
+    assert count == 2
+    opencv_path.write_text(opencv_text)
+    tops = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "roi_pool_conv5", "fc7", "cls_prob",
+            "bbox_pred"]
+    theirs = opencv(opencv_path, weights, inputs, tops)
+    for top in tops:
+        assert_close(ours[top].reshape(theirs[top].shape), theirs[top], top)
