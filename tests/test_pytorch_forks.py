@@ -795,3 +795,43 @@ def test_faster_rcnn_zf_head_with_given_rois_equals_opencv(tmp_path):
     theirs = opencv(opencv_path, weights, inputs, tops)
     for top in tops:
         assert_close(ours[top].reshape(theirs[top].shape), theirs[top], top)
+
+
+def test_interp_to_the_size_of_a_second_input_equals_the_interp_loops(tmp_path):
+    """Interp with no size setting takes its second input's height and width
+    (interp_layer.cpp, Reshape); only the first input's values are read."""
+    path = one_layer(tmp_path, {"data": (2, 3, 8, 9), "ref": (2, 1, 5, 13)},
+                     'layer { name: "i" type: "Interp" bottom: "data" bottom: "ref" '
+                     'top: "i" }\n')
+    x = normal((2, 3, 8, 9), 32)
+    ours = run_module(to_module(str(path)), {"data": x, "ref": normal((2, 1, 5, 13), 33)})
+    assert_close(ours["i"], interp_reference(x, 5, 13, 0, 0), "size of ref")
+
+
+def test_fork_nets_export_to_onnx_with_the_same_outputs(tmp_path):
+    """The forks' emitters stay exportable: SegNet-Basic (masks, unpooling by
+    scatter), ROIPooling (its bins as masks, C's rounding without trunc) and a cropping
+    Interp through ``export --to onnx`` and onnxruntime give the module's outputs."""
+    ort = pytest.importorskip("onnxruntime")
+    from pynetbuilder.pytorch.export import export_bytes
+
+    roi = one_layer(tmp_path, {"data": (2, 3, 10, 12), "rois": ROIS.shape},
+                    'layer { name: "p" type: "ROIPooling" bottom: "data" bottom: "rois" '
+                    'top: "p" roi_pooling_param { pooled_h: 3 pooled_w: 2 '
+                    'spatial_scale: 0.5 } }\n', name="roi.prototxt")
+    interp = one_layer(tmp_path, {"data": (1, 2, 8, 9)}, 'layer { name: "i" type: "Interp" '
+                       'bottom: "data" top: "i" interp_param { zoom_factor: 2 pad_beg: -1 '
+                       'pad_end: -1 } }\n', name="interp.prototxt")
+    for path, shape in ((DATA / "segnet_basic_inference.prototxt", (3, 40, 48)),
+                        (roi, None), (interp, None)):
+        module = to_module(str(path), input_shape=shape)
+        randomize(module, 34)
+        inputs = {n: normal(module.blob_shapes[n], 35) for n in module.inputs}
+        if "rois" in inputs:
+            inputs["rois"] = ROIS
+        session = ort.InferenceSession(export_bytes(module, "onnx"))
+        got = session.run(None, {i.name: inputs[n] for i, n in zip(session.get_inputs(),
+                                                                    module.inputs)})
+        ours = run_module(module, inputs)
+        for name, value in zip(module.outputs, got):
+            assert_close(value, ours[name], f"{path.name}: {name}")

@@ -256,9 +256,11 @@ def shuffle_channel(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: 
 
 
 def _round_half_away(v: torch.Tensor) -> torch.Tensor:
-    """C's ``round`` (halves away from zero; torch.round rounds them to even)."""
-    t = torch.trunc(v)
-    return t + torch.where((v - t).abs() >= 0.5, torch.sign(v), torch.zeros_like(v))
+    """C's ``round`` (halves away from zero; torch.round rounds them to even), exact:
+    the fraction ``|v| - floor(|v|)`` of a float is exact (ONNX has no trunc)."""
+    size = v.abs()
+    whole = torch.floor(size)
+    return torch.sign(v) * (whole + (size - whole >= 0.5).to(v.dtype))
 
 
 class ROIPooling(CaffeLayer):
@@ -274,8 +276,9 @@ class ROIPooling(CaffeLayer):
 
     def __init__(self, pooled: tuple[int, int], scale: float, hw: tuple[int, int]) -> None:
         super().__init__()
-        self.pooled, self.scale = pooled, float(np.float32(scale))
-        self.hw = hw
+        self.pooled, self.hw = pooled, hw
+        self.register_buffer("scale", torch.tensor(float(np.float32(scale))), persistent=False)
+        self.register_buffer("low", torch.tensor(-math.inf), persistent=False)
 
     def _bins(self, start: torch.Tensor, end: torch.Tensor, pooled: int, size: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,12 +295,11 @@ class ROIPooling(CaffeLayer):
 
     def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         rois = rois.reshape(-1, 5)
-        scale = torch.tensor(self.scale, dtype=torch.float32, device=x.device)
-        corner = _round_half_away(rois[:, 1:] * scale).to(torch.int64)
+        corner = _round_half_away(rois[:, 1:] * self.scale).to(torch.int64)
         rows, empty_h = self._bins(corner[:, 1], corner[:, 3], self.pooled[0], self.hw[0])
         cols, empty_w = self._bins(corner[:, 0], corner[:, 2], self.pooled[1], self.hw[1])
         maps = x.index_select(0, rois[:, 0].to(torch.int64))  # R, C, H, W
-        low = torch.tensor(-math.inf, dtype=x.dtype, device=x.device)
+        low = self.low.to(x.dtype)
         per_col = torch.stack([torch.where(cols[:, j, None, None, :], maps, low).amax(3)
                                for j in range(self.pooled[1])], -1)  # R, C, H, PW
         out = torch.stack([torch.where(rows[:, i, None, :, None], per_col, low).amax(2)
