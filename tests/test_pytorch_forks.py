@@ -118,6 +118,21 @@ def normal(shape, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
 
 
+def module_against_opencv(path: Path, folder: Path, inputs: dict[str, np.ndarray],
+                          tops: list[str], seed: int, opencv_path: Path | None = None) -> None:
+    """The module of ``path`` with random weights (written by save_caffemodel) and
+    OpenCV's run of ``opencv_path`` (default: the same file) with those weights agree
+    on every one of ``tops``."""
+    module = to_module(str(path))
+    randomize(module, seed)
+    weights = folder / "w.caffemodel"
+    save_caffemodel(module, weights)
+    ours = run_module(module, inputs)
+    theirs = opencv(opencv_path or path, weights, inputs, tops)
+    for top in tops:  # OpenCV may keep fully connected outputs 4-d: same values
+        assert_close(ours[top].reshape(theirs[top].shape), theirs[top], top)
+
+
 # -------------------------------------------------------- OpenCV: real-world files
 
 
@@ -126,17 +141,10 @@ def test_shufflenet_stage2_file_equals_opencv(tmp_path):
     ConvolutionDepthwise layers (one with group written, one without) and its
     ShuffleChannel with group 3, random weights written by save_caffemodel, against
     OpenCV's run of the same file and weights; every layer's own top compared."""
-    path = DATA / "shufflenet_1x_g3_deploy_stage2.prototxt"
-    module = to_module(str(path))
-    randomize(module, 1)
-    weights = tmp_path / "w.caffemodel"
-    save_caffemodel(module, weights)
-    x = normal((1, 3, 224, 224), 2)
-    ours = run_module(module, {"data": x})
-    tops = ["pool1", "resx1_match_conv", "resx1_concat", "shuffle2", "resx2_elewise"]
-    theirs = opencv(path, weights, {"data": x}, tops)
-    for top in tops:
-        assert_close(ours[top], theirs[top], top)
+    module_against_opencv(DATA / "shufflenet_1x_g3_deploy_stage2.prototxt", tmp_path,
+                          {"data": normal((1, 3, 224, 224), 2)},
+                          ["pool1", "resx1_match_conv", "resx1_concat", "shuffle2",
+                           "resx2_elewise"], seed=1)
 
 
 # ---------------------------------------------------------------- one-layer judges
@@ -565,18 +573,18 @@ def interp_reference(x: np.ndarray, height: int, width: int, pad_beg: int, pad_e
         return x[:, :, y1:y1 + h1, x1:x1 + w1].copy()
     rheight = F32(h1 - 1) / F32(height - 1) if height > 1 else F32(0)
     rwidth = F32(w1 - 1) / F32(width - 1) if width > 1 else F32(0)
+
+    def source(ratio: np.float32, i: int, size: int) -> tuple[int, int, np.float32, np.float32]:
+        """h1 = int(h1r), h1p, h0lambda, h1lambda of output row i (likewise columns)."""
+        position = F32(ratio * F32(i))
+        index = int(position)
+        far = F32(position - F32(index))
+        return index, 1 if index < size - 1 else 0, F32(1) - far, far
+
     for h2 in range(height):
-        h1r = F32(rheight * F32(h2))
-        hi = int(h1r)
-        h1p = 1 if hi < h1 - 1 else 0
-        h1lambda = F32(h1r - F32(hi))
-        h0lambda = F32(1) - h1lambda
+        hi, h1p, h0lambda, h1lambda = source(rheight, h2, h1)
         for w2 in range(width):
-            w1r = F32(rwidth * F32(w2))
-            wi = int(w1r)
-            w1p = 1 if wi < w1 - 1 else 0
-            w1lambda = F32(w1r - F32(wi))
-            w0lambda = F32(1) - w1lambda
+            wi, w1p, w0lambda, w1lambda = source(rwidth, w2, w1)
             for c in range(num * channels):
                 p = data[c, y1 + hi:, x1 + wi:]
                 out[c, h2, w2] = (h0lambda * (w0lambda * p[0, 0] + w1lambda * p[0, w1p])
@@ -706,16 +714,8 @@ def test_yolov2_passthrough_file_equals_opencv(tmp_path):
     text = (DATA / "yolov2_voc_passthrough.prototxt").read_text()
     cut = tmp_path / "yolov2.prototxt"
     cut.write_text(text[:text.index('layer {\n  name: "detection_out"')])
-    module = to_module(str(cut))
-    randomize(module, 26)
-    weights = tmp_path / "w.caffemodel"
-    save_caffemodel(module, weights)
-    x = normal((1, 512, 26, 26), 27)
-    ours = run_module(module, {"conv13": x})
-    tops = ["reorg1", "concat2", "conv22"]
-    theirs = opencv(cut, weights, {"conv13": x}, tops)
-    for top in tops:
-        assert_close(ours[top], theirs[top], top)
+    module_against_opencv(cut, tmp_path, {"conv13": normal((1, 512, 26, 26), 27)},
+                          ["reorg1", "concat2", "conv22"], seed=26)
 
 
 def test_pspnet_pyramid_pooling_file_equals_opencv(tmp_path):
@@ -778,23 +778,16 @@ def test_faster_rcnn_zf_head_with_given_rois_equals_opencv(tmp_path):
     text = text.replace(im_info, 'input: "rois"\ninput_shape { dim: 8 dim: 5 }\n')
     ours_path = tmp_path / "zf.prototxt"
     ours_path.write_text(text)
-    module = to_module(str(ours_path))
-    randomize(module, 30)
-    weights = tmp_path / "w.caffemodel"
-    save_caffemodel(module, weights)
-    inputs = {"data": normal((1, 3, 224, 224), 31), "rois": rois}
-    ours = run_module(module, inputs)
     opencv_path = tmp_path / "zf-opencv.prototxt"
     dropout = re.compile(r'type: "Dropout"(\s*bottom: "\w+"\s*top: "\w+"\s*)dropout_param \{'
                          r'[^}]*\}')
     opencv_text, count = dropout.subn(r'type: "Power"\1power_param { scale: 0.5 }', text)
     assert count == 2
     opencv_path.write_text(opencv_text)
-    tops = ["rpn_cls_prob_reshape", "rpn_bbox_pred", "roi_pool_conv5", "fc7", "cls_prob",
-            "bbox_pred"]
-    theirs = opencv(opencv_path, weights, inputs, tops)
-    for top in tops:
-        assert_close(ours[top].reshape(theirs[top].shape), theirs[top], top)
+    module_against_opencv(ours_path, tmp_path, {"data": normal((1, 3, 224, 224), 31),
+                                                "rois": rois},
+                          ["rpn_cls_prob_reshape", "rpn_bbox_pred", "roi_pool_conv5", "fc7",
+                           "cls_prob", "bbox_pred"], seed=30, opencv_path=opencv_path)
 
 
 def test_interp_to_the_size_of_a_second_input_equals_the_interp_loops(tmp_path):
