@@ -108,5 +108,5 @@ KINDS = (
          torch="emit_pool:pooling"),
     kind("SPP", _spp),
     kind("PSROIPooling", _psroi_pooling, origin="rfcn"),
-    kind("MaxUnPool", _max_unpool, origin="brocolli"),
+    kind("MaxUnPool", _max_unpool, origin="brocolli", torch="emit_forks:max_unpool"),
 )
