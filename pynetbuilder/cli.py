@@ -137,10 +137,11 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
         folder = Path(args.output_folder)
         files.update({folder / name: text for name, text in prototxt_files(net).items()})
     remaining = []
-    if getattr(args, "target", None):
+    target = getattr(args, "target", None)  # (apps' namespaces have no --target)
+    if target:
         from pynetbuilder.targets.writer import deploy_for_target
 
-        for_target = deploy_for_target(net.to_proto(Phase.DEPLOY), args.target,
+        for_target = deploy_for_target(net.to_proto(Phase.DEPLOY), target,
                                        report.blob_shapes)
         remaining = for_target.remaining
         if args.output_folder:
@@ -165,7 +166,7 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     )
     for line in report.skipped_lines():
         print(line, file=out)
-    print_remaining(args.target, remaining, out)
+    print_remaining(target, remaining, out)
 
 
 def print_remaining(target: str, remaining: Sequence[Any], out: TextIO | None = None) -> None:
