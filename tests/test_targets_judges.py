@@ -144,3 +144,33 @@ def test_opencv_drops_a_pooling_setting_it_does_not_know(tmp_path):
             shapes[field] = "kernel" if "kernel" in str(exc) else str(exc)
     assert shapes == {"ceil_mode: false": (2, 2), "ceil_mode: true": (3, 3),
                       "round_mode: FLOOR": "kernel"}
+
+
+def test_opencv_honours_scale_train_and_check_flags_its_axpy(tmp_path, capsys):
+    """Fast R-CNN's Dropout with ``scale_train: false`` multiplies by 1 - ratio in TEST
+    (caffe-fast-rcnn dropout_layer.cpp, see test_pytorch_forks.py); cv2 4.13 reads the
+    field and does the same (so the opencv profile does not list it), and passes a plain
+    Dropout through.  Its Axpy, though, computes a * y + x (test_pytorch_forks.py): ``check``
+    names that layer, exit 1."""
+    from conftest import run_command
+
+    x = np.arange(1, 7, dtype=np.float32).reshape(1, 6)
+    for setting, expected in (("scale_train: false", x * np.float32(0.7)), ("", x)):
+        path = tmp_path / "drop.prototxt"
+        path.write_text('input: "x" input_shape { dim: 1 dim: 6 }\n'
+                        'layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param '
+                        f'{{ dropout_ratio: 0.3 {setting} }} }}\n')
+        net = cv2.dnn.readNetFromCaffe(str(path))
+        net.setInput(x, "x")
+        assert np.allclose(net.forward("d").reshape(x.shape), expected, rtol=1e-6), setting
+    code, printed, _ = run_command("check", str(tmp_path / "drop.prototxt"), "--target",
+                                   "opencv", capsys=capsys)
+    assert code == 0, printed
+    axpy = tmp_path / "axpy.prototxt"
+    axpy.write_text('input: "a" input_shape { dim: 1 dim: 3 dim: 1 dim: 1 }\n'
+                    'input: "x" input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }\n'
+                    'input: "y" input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }\n'
+                    'layer { name: "s" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" '
+                    'top: "s" }\n')
+    code, printed, _ = run_command("check", str(axpy), "--target", "opencv", capsys=capsys)
+    assert code == 1 and "s (Axpy): layer type the target computes differently" in printed
