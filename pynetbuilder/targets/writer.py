@@ -11,7 +11,8 @@ deploy form is wanted) and gives the net the target's front end reads:
 - pooling that the target's own rounding sizes as Caffe does: for a target that
   floors, a MAX pooling whose size depends on Caffe's ceil rounding reads its input
   extended by one zero row and column at the bottom and right (a depthwise
-  ``Deconvolution``, kernel 2, stride 1, bilinear filler = weights [[1, 0], [0, 0]]),
+  ``Deconvolution``, kernel 2, an explicit stride 1, bilinear filler = weights
+  [[1, 0], [0, 0]]),
   so that ceil and floor agree.  That is exact when the input is non-negative (a
   ReLU wrote it): every window still holds a real value, and zeros never win.
   Anything else is refused (:class:`~pynetbuilder.errors.NetError`), never
@@ -189,6 +190,7 @@ def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
     c.group = channels
     c.bias_term = False
     c.kernel_size.append(2)
+    c.stride.append(1)  # explicit: RKNN-Toolkit2 2.5.0 reads a missing one as 0 (and fails)
     c.weight_filler.type = "bilinear"
     layer.bottom[0] = extend.top[0]
     return [extend]
