@@ -94,15 +94,16 @@ def test_opencv_runs_the_net_written_for_it_with_caffes_outputs(caffe, tmp_path,
 
 
 _PROBE = textwrap.dedent('''
-    import cv2, json, sys, tempfile, numpy as np
+    import cv2, json, os, sys, numpy as np
     found = {}
-    for t in sys.argv[1:]:
+    path = os.path.join(sys.argv[1], "probe.prototxt")
+    for t in sys.argv[2:]:
         text = ('input: "data" input_shape { dim: 1 dim: 4 dim: 9 dim: 9 }\\n'
                 f'layer {{ name: "l" type: "{t}" bottom: "data" top: "out" }}\\n')
-        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        with open(path, "w") as f:
             f.write(text)
         try:
-            net = cv2.dnn.readNetFromCaffe(f.name)
+            net = cv2.dnn.readNetFromCaffe(path)
             net.setInput(np.zeros((1, 4, 9, 9), np.float32))
             net.forward()
             found[t] = True
@@ -112,13 +113,14 @@ _PROBE = textwrap.dedent('''
 ''')
 
 
-def test_opencv_profile_lists_exactly_the_types_cv2_can_create():
+def test_opencv_profile_lists_exactly_the_types_cv2_can_create(tmp_path):
     """One-layer nets of every registered type (and every type the profile names):
     cv2 either creates the layer (it may then complain about missing settings or
     weights) or says "Can't create layer"; the profile agrees type by type."""
     profile = load_profile("opencv")
     types = sorted((set(KINDS) | profile.supported) - {"Input", "BatchNorm"})
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *types], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), *types],
+                          capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     created = json.loads(proc.stdout.strip().splitlines()[-1])
