@@ -373,3 +373,27 @@ def test_ssd_head_to_detection_output(tmp_path, code_type, nms, keep_top_k):
     det = next(c for c in result.blobs if c.name == "det")
     assert det.shape[2] > 2, det  # some boxes kept: the comparison means something
     assert result.ok, result.first_failure
+
+
+def test_detection_output_saving_results_is_left_out(tmp_path):
+    """Published SSD deploy nets keep their authors' ``save_output_param``: Caffe's
+    set-up would delete its ``output_directory`` (``remove_all``), recreate it and abort
+    on the missing label-map file.  verify runs the net without it: the folder named
+    there is untouched, and the detections still equal Caffe's."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "keep.txt").write_text("not Caffe's to delete\n")
+    save = (f"save_output_param {{ output_directory: '{results}' output_name_prefix: "
+            "'comp4_det_test_' output_format: 'VOC' label_map_file: "
+            f"'{tmp_path / 'no_labelmap.prototxt'}' name_size_file: "
+            f"'{tmp_path / 'no_name_size.txt'}' num_test_image: 10 }}")
+    layers = ssd_head("CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30)
+    layers[-1] = layers[-1].replace("code_type:", save + " code_type:")
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (2, 3, 64, 64)}, layers))
+    result = verify(str(path), phase="test")
+    det = next(c for c in result.blobs if c.name == "det")
+    assert det.shape[2] > 2, det
+    assert result.ok, result.first_failure
+    assert (results / "keep.txt").read_text() == "not Caffe's to delete\n"
+    assert [p.name for p in results.iterdir()] == ["keep.txt"]

@@ -66,11 +66,25 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
         new.CopyFrom(layer)
         del new.include[:]
         del new.exclude[:]
+        if layer.type == "DetectionOutput":
+            _no_side_effects(new.detection_output_param)
         if layer.type == "Python" and (layer.python_param.module,
                                        layer.python_param.layer) == SHAKE:
             new.python_param.param_str = json.dumps({"seed": seed + shake})
             shake += 1
     return out
+
+
+def _no_side_effects(p: Any) -> None:
+    """SSD's DetectionOutput without what it does besides computing its top: with
+    ``save_output_param.output_directory`` set, its set-up deletes that directory
+    (``remove_all``), creates it anew and aborts unless the label-map and name-size
+    files it names exist (published deploy nets name their authors' own paths);
+    ``visualize`` draws on images.  Neither changes the top blob."""
+    p.ClearField("save_output_param")
+    p.ClearField("visualize")
+    p.ClearField("visualize_threshold")
+    p.ClearField("save_file")
 
 
 def out_of_place(net: Any) -> Any:
