@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import SHARED, run_command
-from test_pytorch_layers import layer, net_text, pool_grid
+from test_pytorch_layers import layer, net_text, pool_grid, ssd_head
 
 from pynetbuilder.pytorch.adapter import analysed
 from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe
@@ -99,3 +99,39 @@ def test_torchscript_and_fx_and_compile(tmp_path, capsys):
         assert torch.allclose(gm(data=x)["prob"], expected, atol=1e-7)
         compiled = torch.compile(module, backend="eager")
         assert torch.allclose(compiled(data=x)["prob"], expected, atol=1e-7)
+
+
+def test_ssd_exports_up_to_its_host_side_detection_output(tmp_path, capsys):
+    """DetectionOutput keeps as many rows as boxes pass NMS, computed eagerly: traced, the
+    example input's detections would become a constant graph with no input.  Export
+    leaves it out (said in the output) and gives its three inputs, equal to Caffe's."""
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (1, 3, 64, 64)}, ssd_head(
+        "CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30)))
+    a, ready, x, run = caffe_outputs(str(path), tmp_path)
+    code, out, err = run_command("export", str(path), "--to", "onnx", "-o",
+                                 str(tmp_path / "ssd.onnx"), "--weights", str(run.weights),
+                                 capsys=capsys)
+    assert code == 0, err
+    assert "layer 'det' (DetectionOutput) not exported" in out
+    session = ort.InferenceSession(str(tmp_path / "ssd.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["data"]
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["loc", "conf_f", "prior"]
+    for name, value in zip(names, session.run(None, {"data": x})):
+        assert close(value, run.blobs[name]), name
+    # a second input gives other locations and scores: they are computed, not frozen
+    y = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    assert not np.allclose(session.run(["loc"], {"data": y})[0], run.blobs["loc"])
+
+
+def test_export_refuses_a_net_reading_detection_output(tmp_path, capsys):
+    layers = ssd_head("CENTER_SIZE", "", 30) + [layer("after", "Power", "det", "after")]
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (1, 3, 64, 64)}, layers))
+    code, out, err = run_command("export", str(path), "--to", "onnx", "-o",
+                                 str(tmp_path / "ssd.onnx"), capsys=capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "layer 'det' (DetectionOutput) runs on the host" in err
+    assert "'after' reads its output" in err
+    assert not (tmp_path / "ssd.onnx").exists()

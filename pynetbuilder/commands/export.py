@@ -41,7 +41,7 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
     try:
         from pynetbuilder.pytorch import to_module
         from pynetbuilder.pytorch.convert import load_weights
-        from pynetbuilder.pytorch.export import export_bytes
+        from pynetbuilder.pytorch.export import export_bytes, exportable
     except ImportError as exc:
         raise UsageError(f"export needs PyTorch: pip install pynetbuilder[torch] ({exc})") \
             from None
@@ -54,7 +54,10 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
         except ImportError:
             raise UsageError("--to onnx needs the onnx package: pip install "
                              "pynetbuilder[torch]") from None
-    data = export_bytes(module.eval(), args.to, opset=args.opset)
+    wrapped = exportable(module.eval())
+    data = export_bytes(module, args.to, opset=args.opset, wrapped=wrapped)
     write_files({Path(args.output): data})
-    print(f"wrote {args.output} ({args.to}; inputs {', '.join(module.inputs)}; outputs "
-          f"{', '.join(module.outputs)})", file=out)
+    left_out = "".join(f"; layer {name!r} ({kind}) not exported: it runs on the host, its "
+                       "inputs are outputs" for name, kind in wrapped.left_out)
+    print(f"wrote {args.output} ({args.to}; inputs {', '.join(wrapped.input_names)}; outputs "
+          f"{', '.join(wrapped.output_names)}{left_out})", file=out)

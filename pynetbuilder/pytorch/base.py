@@ -26,6 +26,9 @@ class CaffeLayer(nn.Module):
     """Base of every emitted layer (``blob_names``: Caffe's parameter blobs in order)."""
 
     blob_names: tuple[str, ...] = ()
+    # False for a layer computed eagerly on the host (its output size depends on the
+    # data): tracing (ONNX, TorchScript) would freeze its output as a constant
+    traceable: bool = True
 
     def caffe_blobs(self) -> list[torch.Tensor]:
         return [getattr(self, n) for n in self.blob_names]

@@ -82,6 +82,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, nms_threshold: 
 
 
 class DetectionOutput(CaffeLayer):
+    traceable = False
+
     def __init__(self, classes: int, share: bool, background: int, code: str,
                  in_target: bool, keep_top_k: int, threshold: float,
                  nms: tuple[float, float, int] | None) -> None:
