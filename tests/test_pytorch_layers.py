@@ -397,3 +397,24 @@ def test_detection_output_saving_results_is_left_out(tmp_path):
     assert result.ok, result.first_failure
     assert (results / "keep.txt").read_text() == "not Caffe's to delete\n"
     assert [p.name for p in results.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("kind", ["Axpy", "Clip"])
+def test_a_type_this_caffe_lacks_is_one_line_naming_the_layer(kind):
+    """A fork's type (SENet's Axpy) or BVLC master's Clip is not in the pinned build:
+    asked before Caffe builds the net, so the refusal names the layer and its type in one
+    line instead of Caffe's fatal check with its whole registry."""
+    from google.protobuf import text_format
+
+    from pynetbuilder.pytorch.caffe_oracle import CaffeError, run_caffe
+    from pynetbuilder.schema import caffe_pb2
+
+    bottoms = ["r", "x", "x"] if kind == "Axpy" else ["r"]
+    text = net_text({"x": (1, 2, 3, 3)}, [layer("relu", "ReLU", "x", "r"),
+                                           layer("odd", kind, bottoms)])
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    with pytest.raises(CaffeError) as info:
+        run_caffe(net, "deploy", {"x": np.zeros((1, 2, 3, 3), np.float32)})
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 200, message
+    assert f"layer 'odd' of type '{kind}' is not a layer type of the Caffe build" in message

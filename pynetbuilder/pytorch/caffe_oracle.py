@@ -158,10 +158,16 @@ def _run_in(folder: Path, net: Any, phase: str, inputs: Mapping[str, np.ndarray]
         np.savez(folder / "top_diffs.npz", *[np.asarray(top_diffs[n], np.float32)
                                               for n in diff_names])
     request = {"phase": phase, "inputs": names, "weights": str(weights) if weights else None,
-               "seed": seed, "backward": backward, "top_diffs": diff_names}
+               "seed": seed, "backward": backward, "top_diffs": diff_names,
+               "layers": [[la.name, la.type] for la in proto.layer]}
     (folder / "request.json").write_text(json.dumps(request))
     proc = subprocess.run([sys.executable, "-m", "pynetbuilder.pytorch.caffe_oracle",
                            str(folder)], capture_output=True, text=True, timeout=timeout)
+    if (folder / "unknown.json").exists():
+        name, kind = json.loads((folder / "unknown.json").read_text())
+        raise CaffeError(f"layer {name!r} of type {kind!r} is not a layer type of the Caffe "
+                         "build verify runs (BVLC Caffe 1.0 with SSD's and brocolli's extras), "
+                         "so it cannot be compared with real Caffe")
     if not (folder / "result.json").exists():
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         fatal = [ln for ln in lines if ln.startswith(("F", "E")) or "Error" in ln]
@@ -246,6 +252,11 @@ def _child(folder: Path) -> None:
 
     caffe.set_mode_cpu()
     request = json.loads((folder / "request.json").read_text())
+    known = set(caffe.layer_type_list())
+    unknown = [pair for pair in request["layers"] if pair[1] not in known]
+    if unknown:  # refused here: Caffe's own refusal is a fatal check, logged by glog
+        (folder / "unknown.json").write_text(json.dumps(unknown[0]))
+        return
     phase = caffe.TRAIN if request["phase"] == "train" else caffe.TEST
     net = caffe.Net(str(folder / "net.prototxt"), phase)
     if request["weights"]:
