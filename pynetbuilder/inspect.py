@@ -256,8 +256,13 @@ def _missing_bottom(net: Any, index: int, blob: str, available: set[str]) -> str
     if not later:
         from difflib import get_close_matches
 
+        named = next((la for la in layers[:index] if la.name == blob and la.top), None)
         close = get_close_matches(blob, sorted(available), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if named is not None:  # a layer and its top named apart (SqueezeNet 1.1's conv10)
+            tops = " and ".join(repr(t) for t in named.top)
+            hint = f" (layer {blob!r} writes {tops})"
+        else:
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (f"layer {layer.name!r} reads blob {blob!r}, which no layer produces{hint}")
     cycle = _cycle_through(layers, index)
     if cycle:
