@@ -418,3 +418,26 @@ def test_a_type_this_caffe_lacks_is_one_line_naming_the_layer(kind):
     message = str(info.value)
     assert "\n" not in message and len(message) < 200, message
     assert f"layer 'odd' of type '{kind}' is not a layer type of the Caffe build" in message
+
+
+@pytest.mark.parametrize("header", [
+    "input: 'x' input_dim: 10 input_dim: 3 input_dim: 9 input_dim: 9",
+    "input: 'x' input_shape { dim: 10 dim: 3 dim: 9 dim: 9 }",
+    "input: 'x'",  # no dims at all: --input-shape gives them
+])
+def test_input_shape_reaches_a_header_input(tmp_path, header):
+    """Published deploy nets declare their input in the old header (SqueezeNet's
+    input_shape 10x3x227x227, MobileNet v2's input_dim): --input-shape must change what
+    Caffe runs too, not only the analysis (Caffe ran the header's batch of 10, filled by
+    broadcasting our one image, and every blob differed in size)."""
+    text = header + "\n" + "\n".join([
+        layer("conv", "Convolution", "x", params="convolution_param { num_output: 4 "
+              "kernel_size: 3 stride: 2 }"),
+        layer("pool", "Pooling", "conv", params="pooling_param { pool: AVE "
+              "global_pooling: true }")]) + "\n"
+    path = tmp_path / "header.prototxt"
+    path.write_text(text)
+    result = verify(str(path), input_shape=(2, 3, 11, 7))
+    shapes = {c.name: c.shape for c in result.blobs}
+    assert shapes["x"] == (2, 3, 11, 7) and shapes["pool"] == (2, 4, 1, 1), shapes
+    assert result.ok, result.first_failure
