@@ -441,3 +441,16 @@ def test_input_shape_reaches_a_header_input(tmp_path, header):
     shapes = {c.name: c.shape for c in result.blobs}
     assert shapes["x"] == (2, 3, 11, 7) and shapes["pool"] == (2, 4, 1, 1), shapes
     assert result.ok, result.first_failure
+
+
+def test_a_blob_of_another_size_is_reported_as_such():
+    """A size disagreement (how the header-input defect above showed: Caffe's data blob
+    10x3x227x227, the module's 1x3x227x227) is named with both shapes, not as an
+    infinite difference."""
+    from pynetbuilder.pytorch.verify import compare
+
+    c = compare("data", np.zeros((1, 3, 4, 4)), np.ones((10, 3, 4, 4)), 1e-4)
+    assert not c.ok and c.shape == (10, 3, 4, 4) and c.our_shape == (1, 3, 4, 4)
+    assert c.as_dict()["module_shape"] == [1, 3, 4, 4]
+    same = compare("data", np.ones((1, 48)), np.ones((1, 3, 4, 4)), 1e-4)  # Caffe's 2-d view
+    assert same.ok and same.our_shape is None and "module_shape" not in same.as_dict()
