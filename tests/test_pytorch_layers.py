@@ -454,3 +454,38 @@ def test_a_blob_of_another_size_is_reported_as_such():
     assert c.as_dict()["module_shape"] == [1, 3, 4, 4]
     same = compare("data", np.ones((1, 48)), np.ones((1, 3, 4, 4)), 1e-4)  # Caffe's 2-d view
     assert same.ok and same.our_shape is None and "module_shape" not in same.as_dict()
+
+
+def test_layers_sharing_a_name(tmp_path):
+    """HED's deploy net names five Crop layers 'crop': without parameters a shared
+    name is harmless and the net verifies.  Two layers with parameters under one name
+    cannot both get their weights: Caffe matches them by name (its own reload of the
+    .caffemodel it saved aborts here), so the module refuses the net in one line."""
+    import subprocess
+    import sys
+
+    from pynetbuilder.pytorch.base import EmitError
+
+    crops = [layer("c1", "Convolution", "x", "c1", "convolution_param { num_output: 2 "
+                   "kernel_size: 3 pad: 2 }"),
+             layer("crop", "Crop", ["c1", "x"], "k1", "crop_param { offset: 1 }"),
+             layer("up", "Deconvolution", "x", "u", "convolution_param { num_output: 2 "
+                   "kernel_size: 4 stride: 2 }"),
+             layer("crop", "Crop", ["u", "x"], "k2", "crop_param { offset: 1 }")]
+    check(tmp_path, net_text({"x": (1, 2, 6, 7)}, crops), "test")
+
+    convs = [layer("c", "Convolution", "x", "a", "convolution_param { num_output: 3 "
+                   "kernel_size: 3 }"),
+             layer("c", "Convolution", "a", "b", "convolution_param { num_output: 4 "
+                   "kernel_size: 1 }")]
+    path = tmp_path / "dup.prototxt"
+    path.write_text(net_text({"x": (1, 2, 5, 5)}, convs))
+    with pytest.raises(EmitError, match="layers 'c' \\(Convolution\\) and 'c' \\(Convolution\\) "
+                       "share a name and both have parameter blobs"):
+        verify(str(path))
+    reload = (f"import caffe; n = caffe.Net({str(path)!r}, caffe.TEST); "
+              f"n.save({str(tmp_path / 'w.caffemodel')!r}); "
+              f"caffe.Net({str(path)!r}, {str(tmp_path / 'w.caffemodel')!r}, caffe.TEST)")
+    done = subprocess.run([sys.executable, "-c", reload], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "Cannot copy param 0 weights from layer 'c'" in done.stderr
