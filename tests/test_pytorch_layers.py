@@ -489,3 +489,21 @@ def test_layers_sharing_a_name(tmp_path):
     done = subprocess.run([sys.executable, "-c", reload], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0 and "Cannot copy param 0 weights from layer 'c'" in done.stderr
+
+
+def test_engine_cudnn_runs_as_caffes_own(tmp_path):
+    """Published prototxt often pin ``engine: CUDNN`` (convolution, pooling, ReLU,
+    Sigmoid, TanH, Softmax, LRN); the CPU build aborts on it ("has unknown engine").
+    The oracle runs Caffe's own engine, which computes the same function."""
+    layers = [
+        layer("c", "Convolution", "x", "c", "convolution_param { num_output: 4 "
+              "kernel_size: 3 engine: CUDNN }"),
+        layer("r", "ReLU", "c", "c", "relu_param { engine: CUDNN }"),
+        layer("n", "LRN", "c", "n", "lrn_param { local_size: 3 engine: CUDNN }"),
+        layer("p", "Pooling", "n", "p", "pooling_param { pool: AVE kernel_size: 3 stride: 2 "
+              "pad: 1 engine: CUDNN }"),
+        layer("t", "TanH", "p", "t", "tanh_param { engine: CUDNN }"),
+        layer("g", "Sigmoid", "t", "g", "sigmoid_param { engine: CUDNN }"),
+        layer("s", "Softmax", "g", "s", "softmax_param { engine: CUDNN }"),
+    ]
+    check(tmp_path, net_text({"x": (2, 3, 9, 8)}, layers), "test")
