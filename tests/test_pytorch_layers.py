@@ -507,3 +507,29 @@ def test_engine_cudnn_runs_as_caffes_own(tmp_path):
         layer("s", "Softmax", "g", "s", "softmax_param { engine: CUDNN }"),
     ]
     check(tmp_path, net_text({"x": (2, 3, 9, 8)}, layers), "test")
+
+
+def more_bvlc_layers() -> list[str]:
+    """BVLC types outside the zoo that published nets use: SPP (SPPnet), Tile,
+    Reduction (every operation, axis and coefficient), Parameter."""
+    layers = [
+        layer("spp_max", "SPP", "x", params="spp_param { pyramid_height: 3 }"),
+        layer("spp_ave", "SPP", "x", params="spp_param { pyramid_height: 2 pool: AVE }"),
+        layer("spp_one", "SPP", "x", params="spp_param { pyramid_height: 1 }"),
+        layer("tile_c", "Tile", "x", params="tile_param { axis: 1 tiles: 3 }"),
+        layer("tile_w", "Tile", "x", params="tile_param { axis: -1 tiles: 2 }"),
+        layer("param", "Parameter", [], "param", "parameter_param { shape { dim: 3 dim: 13 "
+              "} }"),
+        layer("scaled", "Scale", ["x", "param"], "scaled", "scale_param { axis: 1 }"),
+    ]
+    for i, (op, axis, coeff) in enumerate([("SUM", 0, 1), ("ASUM", 1, 2.5), ("SUMSQ", 2, 1),
+                                           ("MEAN", 1, 1), ("MEAN", -1, -0.5)]):
+        layers.append(layer(f"red{i}", "Reduction", "x", params=(
+            f"reduction_param {{ operation: {op} axis: {axis} coeff: {coeff} }}")))
+    return layers
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_more_bvlc_layers(tmp_path, phase):
+    check(tmp_path, net_text({"x": (2, 3, 13, 11)}, more_bvlc_layers()), phase,
+          gradients=phase == "train")

@@ -111,7 +111,7 @@ def _pool_summary(layer: LayerLike) -> str:
 KINDS = (
     kind("Pooling", _pooling, v1="POOLING", summary=_pool_summary, fill=GREEN,
          torch="emit_pool:pooling"),
-    kind("SPP", _spp),
+    kind("SPP", _spp, torch="emit_pool:spp"),
     kind("PSROIPooling", _psroi_pooling, origin="rfcn"),
     kind("MaxUnPool", _max_unpool, origin="brocolli"),
 )
