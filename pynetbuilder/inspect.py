@@ -256,8 +256,13 @@ def _missing_bottom(net: Any, index: int, blob: str, available: set[str]) -> str
     if not later:
         from difflib import get_close_matches
 
+        named = next((la for la in layers[:index] if la.name == blob and la.top), None)
         close = get_close_matches(blob, sorted(available), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if named is not None:  # a layer and its top named apart (SqueezeNet 1.1's conv10)
+            tops = " and ".join(repr(t) for t in named.top)
+            hint = f" (layer {blob!r} writes {tops})"
+        else:
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (f"layer {layer.name!r} reads blob {blob!r}, which no layer produces{hint}")
     cycle = _cycle_through(layers, index)
     if cycle:
@@ -319,7 +324,7 @@ def input_shapes(
         )
     header = header_inputs(net)
     for name in net.input:
-        if name not in header:
+        if name not in header and given is None:
             raise UsageError(
                 f"input {name!r} of the net has no shape (input_dim / input_shape); "
                 "give --input-shape N,C,H,W"
@@ -328,17 +333,22 @@ def input_shapes(
     declared: dict[str, list[Shape]] = {}
     inputs: dict[str, Shape] = {}
     notes: list[str] = []
-    n_inputs = len(header) + sum(max(len(la.top), 1) for la in inputs_layers)
+    n_inputs = len(net.input) + sum(max(len(la.top), 1) for la in inputs_layers)
     if given is not None and n_inputs > 1:
-        names = [*header, *(t for la in inputs_layers for t in la.top)]
+        names = [*net.input, *(t for la in inputs_layers for t in la.top)]
         raise UsageError(
             f"--input-shape applies to a net with one input; this one has {n_inputs} "
             f"({', '.join(names)})"
         )
-    for name, shape in header.items():
+    for name in net.input:
         if given is not None:
-            inputs[name] = _replace(shape, given, f"input {name!r}")
+            inputs[name] = _replace(header.get(name), given, f"input {name!r}")
             notes.append(f"input {name!r}: {_fmt(inputs[name])} (from --input-shape)")
+            # as for Input layers: the net itself declares the new shape (what is run in
+            # Caffe or written from it must not keep the old input_dim / input_shape)
+            del net.input_dim[:]
+            del net.input_shape[:]
+            net.input_shape.add().dim.extend(inputs[name])
     for layer in inputs_layers:
         shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
         if given is not None:

@@ -717,6 +717,12 @@ BAD_NETS = {
     "missing_bottom": (INPUT + RELU.format(n="r", b="dta", t="r"),
                        r"layer 'r' reads blob 'dta', which no layer produces "
                        r"\(did you mean 'data'\?\)"),
+    # a layer's name read as a blob (DeepScale's SqueezeNet v1.1 deploy at a4c3305d: layer
+    # conv10 writes conv10-b, relu_conv10 reads conv10): the hint names the layer's top
+    "layer_name_as_blob": (INPUT + RELU.format(n="conv1", b="data", t="conv1-b")
+                           + RELU.format(n="r", b="conv1", t="r"),
+                           r"layer 'r' reads blob 'conv1', which no layer produces "
+                           r"\(layer 'conv1' writes 'conv1-b'\)"),
     "cycle": (INPUT + RELU.format(n="a", b="y", t="x") + RELU.format(n="b", b="x", t="y"),
               r"layer 'a' reads blob 'y' in a cycle: 'b' -> 'a' -> 'b'"),
     "order": (INPUT + RELU.format(n="a", b="y", t="x") + RELU.format(n="b", b="data", t="y"),
@@ -752,7 +758,8 @@ def test_bad_prototxt_one_line_exit_2_nothing_written(case, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["syntax", "missing_bottom", "cycle", "order", "two_producers"])
+@pytest.mark.parametrize("case", ["syntax", "missing_bottom", "layer_name_as_blob", "cycle",
+                                  "order", "two_producers"])
 def test_caffe_refuses_the_same_bad_nets(case, tmp_path):
     """The nets refused above are nets real Caffe refuses too (it aborts the process).
     Not "input_dims": Caffe reads past the end of the list there (its shape is garbage,

@@ -143,6 +143,10 @@ def test_blob_shape_of_a_blob_after_an_unanalysable_layer_names_that_layer():
          "num_output must be positive"),
         ('type: "Concat" concat_param { axis: 7 }', "axis 7 is out of range"),
         ('type: "LRN" lrn_param { local_size: 4 }', "local_size must be odd"),
+        # an 8x8 input's 8x8 bins: kernel 1, pad 0; 16x16 bins: kernel 1, pad 4 (Caffe's
+        # SPP builds a Pooling layer per level, which checks pad < kernel)
+        ('type: "SPP" spp_param { pyramid_height: 5 }', "level 4 \\(16x16 bins of a 8x8 "
+         "input\\) needs pad 4x4, not smaller than its kernel 1x1"),
     ],
 )
 def test_layers_caffe_refuses_are_refused_with_caffes_reason(layer, message, tmp_path):

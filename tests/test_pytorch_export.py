@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import SHARED, run_command
-from test_pytorch_layers import layer, net_text, pool_grid
+from test_pytorch_layers import layer, net_text, pool_grid, ssd_head
 
 from pynetbuilder.pytorch.adapter import analysed
 from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe
@@ -101,35 +101,51 @@ def test_torchscript_and_fx_and_compile(tmp_path, capsys):
         assert torch.allclose(compiled(data=x)["prob"], expected, atol=1e-7)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_ssd_detection_output_is_refused_and_its_inputs_export(tmp_path, capsys, fmt):
-    """SSD's DetectionOutput keeps as many boxes as its input's values give (NMS, run
-    eagerly): a trace would freeze one input's detections into the file, so export
-    refuses it, naming the blobs it reads, and writes nothing.  ``--outputs`` with those
-    blobs exports the rest of the net, and onnxruntime gives Caffe's values for them."""
-    from test_pytorch_layers import ssd_head
-
-    net = tmp_path / "ssd.prototxt"
-    net.write_text(net_text({"data": (2, 3, 64, 64)}, ssd_head(
+def test_ssd_exports_up_to_its_host_side_detection_output(tmp_path, capsys):
+    """DetectionOutput keeps as many rows as boxes pass NMS, computed eagerly: traced, the
+    example input's detections would become a constant graph with no input.  Export
+    leaves it out (said in the output) and gives its three inputs, equal to Caffe's;
+    ``--outputs`` naming its top, or a blob that is not there, is one line, exit 2."""
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (1, 3, 64, 64)}, ssd_head(
         "CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30)))
-    out = tmp_path / f"ssd.{fmt}"
-    code, _, err = run_command("export", str(net), "--to", fmt, "-o", str(out), capsys=capsys)
-    assert code == 2 and not out.exists()
-    assert err.count("\n") == 1 and err.startswith("pynetbuilder: error: ")
-    assert "'det' (DetectionOutput)" in err and "--outputs loc,conf_f,prior" in err
-    code, _, err = run_command("export", str(net), "--to", fmt, "-o", str(out), "--outputs",
-                               "nope", capsys=capsys)
-    assert code == 2 and "no blob 'nope'" in err and not out.exists()
-    if fmt != "onnx":
-        return
-    a, ready, x, run = caffe_outputs(str(net), tmp_path)
-    code, printed, err = run_command("export", str(net), "--to", "onnx", "-o", str(out),
-                                     "--weights", str(run.weights), "--outputs",
-                                     "loc,conf_f,prior", capsys=capsys)
+    for outputs, message in (("det", "'det' (DetectionOutput) runs on the host"),
+                             ("nope", "no blob 'nope'")):
+        for fmt in ("onnx", "torchscript"):
+            out = tmp_path / f"ssd.{fmt}"
+            code, _, err = run_command("export", str(path), "--to", fmt, "-o", str(out),
+                                       "--outputs", outputs, capsys=capsys)
+            assert code == 2 and not out.exists()
+            assert err.count("\n") == 1 and err.startswith("pynetbuilder: error: ")
+            assert message in err
+    assert "(--outputs loc,conf_f,prior)" in run_command(
+        "export", str(path), "--to", "onnx", "-o", str(tmp_path / "x.onnx"), "--outputs",
+        "det", capsys=capsys)[2]
+    a, ready, x, run = caffe_outputs(str(path), tmp_path)
+    code, out, err = run_command("export", str(path), "--to", "onnx", "-o",
+                                 str(tmp_path / "ssd.onnx"), "--weights", str(run.weights),
+                                 capsys=capsys)
     assert code == 0, err
-    assert "outputs loc, conf_f, prior" in printed
-    session = ort.InferenceSession(str(out))
+    assert "layer 'det' (DetectionOutput) not exported" in out
+    assert "outputs loc, conf_f, prior" in out
+    session = ort.InferenceSession(str(tmp_path / "ssd.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["data"]
     names = [o.name for o in session.get_outputs()]
     assert names == ["loc", "conf_f", "prior"]
     for name, value in zip(names, session.run(None, {"data": x})):
         assert close(value, run.blobs[name]), name
+    # a second input gives other locations and scores: they are computed, not frozen
+    y = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    assert not np.allclose(session.run(["loc"], {"data": y})[0], run.blobs["loc"])
+
+
+def test_export_refuses_a_net_reading_detection_output(tmp_path, capsys):
+    layers = ssd_head("CENTER_SIZE", "", 30) + [layer("after", "Power", "det", "after")]
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (1, 3, 64, 64)}, layers))
+    code, out, err = run_command("export", str(path), "--to", "onnx", "-o",
+                                 str(tmp_path / "ssd.onnx"), capsys=capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "layer 'det' (DetectionOutput) runs on the host" in err
+    assert "'after' reads its output" in err
+    assert not (tmp_path / "ssd.onnx").exists()

@@ -373,3 +373,163 @@ def test_ssd_head_to_detection_output(tmp_path, code_type, nms, keep_top_k):
     det = next(c for c in result.blobs if c.name == "det")
     assert det.shape[2] > 2, det  # some boxes kept: the comparison means something
     assert result.ok, result.first_failure
+
+
+def test_detection_output_saving_results_is_left_out(tmp_path):
+    """Published SSD deploy nets keep their authors' ``save_output_param``: Caffe's
+    set-up would delete its ``output_directory`` (``remove_all``), recreate it and abort
+    on the missing label-map file.  verify runs the net without it: the folder named
+    there is untouched, and the detections still equal Caffe's."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "keep.txt").write_text("not Caffe's to delete\n")
+    save = (f"save_output_param {{ output_directory: '{results}' output_name_prefix: "
+            "'comp4_det_test_' output_format: 'VOC' label_map_file: "
+            f"'{tmp_path / 'no_labelmap.prototxt'}' name_size_file: "
+            f"'{tmp_path / 'no_name_size.txt'}' num_test_image: 10 }}")
+    layers = ssd_head("CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30)
+    layers[-1] = layers[-1].replace("code_type:", save + " code_type:")
+    path = tmp_path / "ssd.prototxt"
+    path.write_text(net_text({"data": (2, 3, 64, 64)}, layers))
+    result = verify(str(path), phase="test")
+    det = next(c for c in result.blobs if c.name == "det")
+    assert det.shape[2] > 2, det
+    assert result.ok, result.first_failure
+    assert (results / "keep.txt").read_text() == "not Caffe's to delete\n"
+    assert [p.name for p in results.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("kind", ["Axpy", "Clip"])
+def test_a_type_this_caffe_lacks_is_one_line_naming_the_layer(kind):
+    """A fork's type (SENet's Axpy) or BVLC master's Clip is not in the pinned build:
+    asked before Caffe builds the net, so the refusal names the layer and its type in one
+    line instead of Caffe's fatal check with its whole registry."""
+    from google.protobuf import text_format
+
+    from pynetbuilder.pytorch.caffe_oracle import CaffeError, run_caffe
+    from pynetbuilder.schema import caffe_pb2
+
+    bottoms = ["r", "x", "x"] if kind == "Axpy" else ["r"]
+    text = net_text({"x": (1, 2, 3, 3)}, [layer("relu", "ReLU", "x", "r"),
+                                           layer("odd", kind, bottoms)])
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    with pytest.raises(CaffeError) as info:
+        run_caffe(net, "deploy", {"x": np.zeros((1, 2, 3, 3), np.float32)})
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 200, message
+    assert f"layer 'odd' of type '{kind}' is not a layer type of the Caffe build" in message
+
+
+@pytest.mark.parametrize("header", [
+    "input: 'x' input_dim: 10 input_dim: 3 input_dim: 9 input_dim: 9",
+    "input: 'x' input_shape { dim: 10 dim: 3 dim: 9 dim: 9 }",
+    "input: 'x'",  # no dims at all: --input-shape gives them
+])
+def test_input_shape_reaches_a_header_input(tmp_path, header):
+    """Published deploy nets declare their input in the old header (SqueezeNet's
+    input_shape 10x3x227x227, MobileNet v2's input_dim): --input-shape must change what
+    Caffe runs too, not only the analysis (Caffe ran the header's batch of 10, filled by
+    broadcasting our one image, and every blob differed in size)."""
+    text = header + "\n" + "\n".join([
+        layer("conv", "Convolution", "x", params="convolution_param { num_output: 4 "
+              "kernel_size: 3 stride: 2 }"),
+        layer("pool", "Pooling", "conv", params="pooling_param { pool: AVE "
+              "global_pooling: true }")]) + "\n"
+    path = tmp_path / "header.prototxt"
+    path.write_text(text)
+    result = verify(str(path), input_shape=(2, 3, 11, 7))
+    shapes = {c.name: c.shape for c in result.blobs}
+    assert shapes["x"] == (2, 3, 11, 7) and shapes["pool"] == (2, 4, 1, 1), shapes
+    assert result.ok, result.first_failure
+
+
+def test_a_blob_of_another_size_is_reported_as_such():
+    """A size disagreement (how the header-input defect above showed: Caffe's data blob
+    10x3x227x227, the module's 1x3x227x227) is named with both shapes, not as an
+    infinite difference."""
+    from pynetbuilder.pytorch.verify import compare
+
+    c = compare("data", np.zeros((1, 3, 4, 4)), np.ones((10, 3, 4, 4)), 1e-4)
+    assert not c.ok and c.shape == (10, 3, 4, 4) and c.our_shape == (1, 3, 4, 4)
+    assert c.as_dict()["module_shape"] == [1, 3, 4, 4]
+    same = compare("data", np.ones((1, 48)), np.ones((1, 3, 4, 4)), 1e-4)  # Caffe's 2-d view
+    assert same.ok and same.our_shape is None and "module_shape" not in same.as_dict()
+
+
+def test_layers_sharing_a_name(tmp_path):
+    """HED's deploy net names five Crop layers 'crop': without parameters a shared
+    name is harmless and the net verifies.  Two layers with parameters under one name
+    cannot both get their weights: Caffe matches them by name (its own reload of the
+    .caffemodel it saved aborts here), so the module refuses the net in one line."""
+    import subprocess
+    import sys
+
+    from pynetbuilder.pytorch.base import EmitError
+
+    crops = [layer("c1", "Convolution", "x", "c1", "convolution_param { num_output: 2 "
+                   "kernel_size: 3 pad: 2 }"),
+             layer("crop", "Crop", ["c1", "x"], "k1", "crop_param { offset: 1 }"),
+             layer("up", "Deconvolution", "x", "u", "convolution_param { num_output: 2 "
+                   "kernel_size: 4 stride: 2 }"),
+             layer("crop", "Crop", ["u", "x"], "k2", "crop_param { offset: 1 }")]
+    check(tmp_path, net_text({"x": (1, 2, 6, 7)}, crops), "test")
+
+    convs = [layer("c", "Convolution", "x", "a", "convolution_param { num_output: 3 "
+                   "kernel_size: 3 }"),
+             layer("c", "Convolution", "a", "b", "convolution_param { num_output: 4 "
+                   "kernel_size: 1 }")]
+    path = tmp_path / "dup.prototxt"
+    path.write_text(net_text({"x": (1, 2, 5, 5)}, convs))
+    with pytest.raises(EmitError, match="layers 'c' \\(Convolution\\) and 'c' \\(Convolution\\) "
+                       "share a name and both have parameter blobs"):
+        verify(str(path))
+    reload = (f"import caffe; n = caffe.Net({str(path)!r}, caffe.TEST); "
+              f"n.save({str(tmp_path / 'w.caffemodel')!r}); "
+              f"caffe.Net({str(path)!r}, {str(tmp_path / 'w.caffemodel')!r}, caffe.TEST)")
+    done = subprocess.run([sys.executable, "-c", reload], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "Cannot copy param 0 weights from layer 'c'" in done.stderr
+
+
+def test_engine_cudnn_runs_as_caffes_own(tmp_path):
+    """Published prototxt often pin ``engine: CUDNN`` (convolution, pooling, ReLU,
+    Sigmoid, TanH, Softmax, LRN); the CPU build aborts on it ("has unknown engine").
+    The oracle runs Caffe's own engine, which computes the same function."""
+    layers = [
+        layer("c", "Convolution", "x", "c", "convolution_param { num_output: 4 "
+              "kernel_size: 3 engine: CUDNN }"),
+        layer("r", "ReLU", "c", "c", "relu_param { engine: CUDNN }"),
+        layer("n", "LRN", "c", "n", "lrn_param { local_size: 3 engine: CUDNN }"),
+        layer("p", "Pooling", "n", "p", "pooling_param { pool: AVE kernel_size: 3 stride: 2 "
+              "pad: 1 engine: CUDNN }"),
+        layer("t", "TanH", "p", "t", "tanh_param { engine: CUDNN }"),
+        layer("g", "Sigmoid", "t", "g", "sigmoid_param { engine: CUDNN }"),
+        layer("s", "Softmax", "g", "s", "softmax_param { engine: CUDNN }"),
+    ]
+    check(tmp_path, net_text({"x": (2, 3, 9, 8)}, layers), "test")
+
+
+def more_bvlc_layers() -> list[str]:
+    """BVLC types outside the zoo that published nets use: SPP (SPPnet), Tile,
+    Reduction (every operation, axis and coefficient), Parameter."""
+    layers = [
+        layer("spp_max", "SPP", "x", params="spp_param { pyramid_height: 3 }"),
+        layer("spp_ave", "SPP", "x", params="spp_param { pyramid_height: 2 pool: AVE }"),
+        layer("spp_one", "SPP", "x", params="spp_param { pyramid_height: 1 }"),
+        layer("tile_c", "Tile", "x", params="tile_param { axis: 1 tiles: 3 }"),
+        layer("tile_w", "Tile", "x", params="tile_param { axis: -1 tiles: 2 }"),
+        layer("param", "Parameter", [], "param", "parameter_param { shape { dim: 3 dim: 13 "
+              "} }"),
+        layer("scaled", "Scale", ["x", "param"], "scaled", "scale_param { axis: 1 }"),
+    ]
+    for i, (op, axis, coeff) in enumerate([("SUM", 0, 1), ("ASUM", 1, 2.5), ("SUMSQ", 2, 1),
+                                           ("MEAN", 1, 1), ("MEAN", -1, -0.5)]):
+        layers.append(layer(f"red{i}", "Reduction", "x", params=(
+            f"reduction_param {{ operation: {op} axis: {axis} coeff: {coeff} }}")))
+    return layers
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_more_bvlc_layers(tmp_path, phase):
+    check(tmp_path, net_text({"x": (2, 3, 13, 11)}, more_bvlc_layers()), phase,
+          gradients=phase == "train")

@@ -76,10 +76,12 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
                              "pynetbuilder[torch]") from None
     outputs = [b for b in args.outputs.split(",") if b] if args.outputs else None
     wrapped = exportable(module.eval(), outputs)  # EmitError before anything is traced
-    data = export_bytes(module.eval(), args.to, opset=args.opset, outputs=outputs)
+    data = export_bytes(module, args.to, opset=args.opset, wrapped=wrapped)
     write_files({Path(args.output): data})
+    left_out = "".join(f"; layer {name!r} ({kind}) not exported: it runs on the host, its "
+                       "inputs are outputs" for name, kind in wrapped.left_out)
     print(f"wrote {args.output} ({args.to}; inputs {', '.join(wrapped.input_names)}; "
-          f"outputs {', '.join(wrapped.output_names)})", file=out)
+          f"outputs {', '.join(wrapped.output_names)}{left_out})", file=out)
 
 
 def _check_target_flags(args: argparse.Namespace) -> None:

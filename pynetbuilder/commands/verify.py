@@ -82,6 +82,11 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
         if args.phase == "train" and not args.per_layer:
             hint = (" (batch statistics amplify float32 rounding through a deep net; "
                     "--per-layer checks each layer on Caffe's own inputs)")
+        if bad.our_shape is not None:
+            print(f"pynetbuilder: blob {bad.name!r} differs in size: "
+                  f"{'x'.join(map(str, bad.shape))} in Caffe, "
+                  f"{'x'.join(map(str, bad.our_shape))} in the module", file=sys.stderr)
+            raise SystemExit(1)
         print(f"pynetbuilder: blob {bad.name!r} differs: max |diff| {bad.max_diff:.3g} > "
               f"{result.tolerance:g} x {bad.caffe_max:.3g}{hint}", file=sys.stderr)
         raise SystemExit(1)

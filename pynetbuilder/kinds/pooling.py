@@ -71,6 +71,11 @@ def _spp(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | Non
         bins = 2**level
         kh, kw = -(-h // bins), -(-w // bins)
         ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        if (ph or pw) and (ph >= kh or pw >= kw):  # its Pooling layer's CHECK_LT(pad, kernel)
+            raise refuse(layer, f"level {level} ({bins}x{bins} bins of a {h}x{w} input) needs "
+                                f"pad {ph}x{pw}, not smaller than its kernel {kh}x{kw}: the "
+                                "input is too small for pyramid_height "
+                                f"{levels}")
         oh, ow = pooled(h, kh, kh, ph), pooled(w, kw, kw, pw)
         if levels == 1:
             return LayerCost([(n, c, oh, ow)])
@@ -106,7 +111,7 @@ def _pool_summary(layer: LayerLike) -> str:
 KINDS = (
     kind("Pooling", _pooling, v1="POOLING", summary=_pool_summary, fill=GREEN,
          torch="emit_pool:pooling"),
-    kind("SPP", _spp),
+    kind("SPP", _spp, torch="emit_pool:spp"),
     kind("PSROIPooling", _psroi_pooling, origin="rfcn"),
     kind("MaxUnPool", _max_unpool, origin="brocolli", torch="emit_forks:max_unpool"),
 )

@@ -66,6 +66,9 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
         new.CopyFrom(layer)
         del new.include[:]
         del new.exclude[:]
+        if layer.type == "DetectionOutput":
+            _no_side_effects(new.detection_output_param)
+        _caffe_engine(new)
         if layer.type == "Python" and (layer.python_param.module,
                                        layer.python_param.layer) == SHAKE:
             new.python_param.param_str = json.dumps({"seed": seed + shake})
@@ -99,6 +102,33 @@ def what_caffe_cannot_run(net: Any) -> str | None:
         if known.ByteSize() != layer.ByteSize():
             return f"{where} sets a field of a fork's dialect, which this build ignores)"
     return None
+
+
+def _no_side_effects(p: Any) -> None:
+    """SSD's DetectionOutput without what it does besides computing its top: with
+    ``save_output_param.output_directory`` set, its set-up deletes that directory
+    (``remove_all``), creates it anew and aborts unless the label-map and name-size
+    files it names exist (published deploy nets name their authors' own paths);
+    ``visualize`` draws on images.  Neither changes the top blob."""
+    p.ClearField("save_output_param")
+    p.ClearField("visualize")
+    p.ClearField("visualize_threshold")
+    p.ClearField("save_file")
+
+
+def _caffe_engine(layer: Any) -> None:
+    """``engine: CUDNN`` (common in published prototxt) as ``engine: CAFFE``: the CPU
+    build aborts on it ("has unknown engine"); both engines compute the layer's one
+    function, and Caffe's own CPU code is the reference here."""
+    for descriptor, value in layer.ListFields():
+        if descriptor.type != descriptor.TYPE_MESSAGE or not hasattr(value, "DESCRIPTOR"):
+            continue  # not a settings message (a repeated field is a container)
+        engine = value.DESCRIPTOR.fields_by_name.get("engine")
+        if engine is None or engine.enum_type is None or not value.HasField("engine"):
+            continue
+        names = engine.enum_type.values_by_name
+        if "CUDNN" in names and value.engine == names["CUDNN"].number:
+            value.engine = names["CAFFE"].number
 
 
 def out_of_place(net: Any) -> Any:
@@ -172,10 +202,16 @@ def _run_in(folder: Path, net: Any, phase: str, inputs: Mapping[str, np.ndarray]
         np.savez(folder / "top_diffs.npz", *[np.asarray(top_diffs[n], np.float32)
                                               for n in diff_names])
     request = {"phase": phase, "inputs": names, "weights": str(weights) if weights else None,
-               "seed": seed, "backward": backward, "top_diffs": diff_names}
+               "seed": seed, "backward": backward, "top_diffs": diff_names,
+               "layers": [[la.name, la.type] for la in proto.layer]}
     (folder / "request.json").write_text(json.dumps(request))
     proc = subprocess.run([sys.executable, "-m", "pynetbuilder.pytorch.caffe_oracle",
                            str(folder)], capture_output=True, text=True, timeout=timeout)
+    if (folder / "unknown.json").exists():
+        name, kind = json.loads((folder / "unknown.json").read_text())
+        raise CaffeError(f"layer {name!r} of type {kind!r} is not a layer type of the Caffe "
+                         "build verify runs (BVLC Caffe 1.0 with SSD's and brocolli's extras), "
+                         "so it cannot be compared with real Caffe")
     if not (folder / "result.json").exists():
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         fatal = [ln for ln in lines if ln.startswith(("F", "E")) or "Error" in ln]
@@ -260,6 +296,11 @@ def _child(folder: Path) -> None:
 
     caffe.set_mode_cpu()
     request = json.loads((folder / "request.json").read_text())
+    known = set(caffe.layer_type_list())
+    unknown = [pair for pair in request["layers"] if pair[1] not in known]
+    if unknown:  # refused here: Caffe's own refusal is a fatal check, logged by glog
+        (folder / "unknown.json").write_text(json.dumps(unknown[0]))
+        return
     phase = caffe.TRAIN if request["phase"] == "train" else caffe.TEST
     net = caffe.Net(str(folder / "net.prototxt"), phase)
     if request["weights"]:

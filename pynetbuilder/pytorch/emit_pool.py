@@ -126,3 +126,41 @@ def pooling(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> 
                                                                       pad, out))
     divisor = ave_divisor((h, w), kernel, stride, pad, out) if method == "AVE" else None
     return Pooling(method, kernel, stride, pad, native, extra, divisor, len(layer.top))
+
+
+class SPP(CaffeLayer):
+    """Spatial pyramid pooling as Caffe's SPP layer builds it: one Caffe pooling per level
+    (``2**l`` bins a side); a single level is that pooling's output, more are flattened
+    and concatenated along axis 1."""
+
+    def __init__(self, levels: list[Pooling]) -> None:
+        super().__init__()
+        self.levels = torch.nn.ModuleList(levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.levels) == 1:
+            return self.levels[0](x)
+        return torch.cat([level(x).flatten(1) for level in self.levels], 1)
+
+
+def spp(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    from pynetbuilder.kinds.pooling import pooled
+    from pynetbuilder.schema import caffe_pb2
+
+    p = layer.spp_param
+    method = p.PoolMethod.Name(p.pool)
+    n, c, h, w = bottoms[0]
+    levels = []
+    for level in range(p.pyramid_height):  # Caffe's SPPLayer::GetPoolingParam
+        bins = 2**level
+        kh, kw = -(-h // bins), -(-w // bins)
+        ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        sub = caffe_pb2.LayerParameter(name=f"{layer.name}/level{level}", type="Pooling",
+                                       top=[f"{layer.name}/level{level}"])
+        sub.pooling_param.pool = caffe_pb2.PoolingParameter.PoolMethod.Value(method)
+        sub.pooling_param.kernel_h, sub.pooling_param.kernel_w = kh, kw
+        sub.pooling_param.stride_h, sub.pooling_param.stride_w = kh, kw
+        sub.pooling_param.pad_h, sub.pooling_param.pad_w = ph, pw
+        out = (n, c, pooled(h, kh, kh, ph), pooled(w, kw, kw, pw))
+        levels.append(pooling(sub, [bottoms[0]], [out], phase))
+    return SPP(levels)

@@ -1,5 +1,6 @@
 """Layers that combine, split, move or copy blobs: Eltwise, Concat, Slice, Split,
-Flatten, Reshape, Crop, Permute, Upsample, Silence, and ArgMax, Softmax, PriorBox."""
+Flatten, Reshape, Crop, Permute, Upsample, Silence, Tile, and ArgMax, Softmax,
+Reduction, PriorBox, Parameter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis
+from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis, param
 
 
 class Eltwise(CaffeLayer):
@@ -324,3 +325,68 @@ def pad(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> Caff
         raise EmitError(f"Pad layer {layer.name!r}: negative padding is a crop; only with "
                         "pad_type CONSTANT")
     return Pad(pads, mode, p.pad_value)
+
+
+class Tile(CaffeLayer):
+    """Caffe's Tile: the block from ``axis`` on, repeated ``tiles`` times along it."""
+
+    def __init__(self, axis: int, tiles: int) -> None:
+        super().__init__()
+        self.axis, self.tiles = axis, tiles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reps = [1] * x.dim()
+        reps[self.axis] = self.tiles
+        return x.repeat(*reps)
+
+
+def tile(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.tile_param
+    return Tile(caffe_axis(p.axis, len(bottoms[0])), p.tiles)
+
+
+class Reduction(CaffeLayer):
+    """Caffe's Reduction: SUM, ASUM (sum of magnitudes), SUMSQ or MEAN over every axis
+    from ``axis`` on, times ``coeff`` (MEAN: ``coeff / count``, as Caffe scales it)."""
+
+    def __init__(self, op: str, axis: int, coeff: float, shape: Shape) -> None:
+        super().__init__()
+        self.op, self.axis, self.coeff, self.shape = op, axis, coeff, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(*x.shape[: self.axis], -1)
+        if self.op == "ASUM":
+            y = flat.abs().sum(-1)
+        elif self.op == "SUMSQ":
+            y = (flat * flat).sum(-1)
+        else:  # SUM and MEAN
+            y = flat.sum(-1)
+        return (y * self.coeff if self.coeff != 1.0 else y).reshape(self.shape)
+
+
+def reduction(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.reduction_param
+    op = p.ReductionOp.Name(p.operation)
+    b = bottoms[0]
+    axis = caffe_axis(p.axis, len(b))
+    coeff = float(np.float32(p.coeff))
+    if op == "MEAN":  # Caffe: coeff_ /= dim_ (in float32)
+        coeff = float(np.float32(coeff) / np.float32(math.prod(b[axis:])))
+    return Reduction(op, axis, coeff, tuple(tops[0]))
+
+
+class Parameter(CaffeLayer):
+    """Caffe's Parameter layer: its one learnt blob, given as its top."""
+
+    blob_names = ("weight",)
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__()
+        self.weight = param(shape, fan_in=int(math.prod(shape[1:])) if len(shape) > 1 else 0)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+def parameter(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    return Parameter(tuple(tops[0]))

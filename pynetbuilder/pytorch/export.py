@@ -4,6 +4,12 @@ The exported graph takes the net's inputs positionally (named as Caffe's blobs) 
 gives its outputs in order (named as Caffe's blobs).  Pooling that relies on
 PyTorch's ceil mode is rewritten with explicit padding and floor rounding first
 (ONNX's ceil mode keeps windows Caffe drops).
+
+A layer computed on the host (SSD's DetectionOutput: as many rows as boxes kept)
+cannot be traced: tracing would freeze the detections of the example input into the
+graph as a constant.  When it ends the net (nothing reads its top) it is left out
+and its inputs become outputs (decoding and NMS stay with the caller, as every
+Caffe-to-ONNX SSD export does); when a later layer reads it the net is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ class Positional(nn.Module):
     def __init__(self, net: Any, outputs: Sequence[str] | None = None) -> None:
         super().__init__()
         self.net = net
-        self.output_names = tuple(outputs) if outputs else tuple(net.outputs)
+        self.left_out: tuple[tuple[str, str], ...] = ()  # (name, type) not exported
+        if not outputs:
+            outputs, self.left_out = _default_outputs(net)
+        self.output_names = tuple(outputs)
         unknown = [b for b in self.output_names if b not in net.blob_shapes]
         if unknown:
             raise EmitError(f"net {net.net_name!r} has no blob {unknown[0]!r} to export")
@@ -39,11 +48,19 @@ class Positional(nn.Module):
                  if not getattr(module, "traceable", True)
                  and any(module is step[0] for step in self.steps)]
         if eager:
-            layer = next(lay for lay in net.net_param.layer if lay.name == eager[0])
+            layers = list(net.net_param.layer)
+            at = next(i for i, lay in enumerate(layers) if lay.name == eager[0])
+            layer, tops = layers[at], set(layers[at].top)
+            kept = {step[0] for step in self.steps}
+            modules = net.layer_modules
+            reader = next((lay for lay in layers[at + 1:] if tops & set(lay.bottom)
+                           and any(modules.get(lay.name) is m for m in kept)), None)
+            why = (f"and layer {reader.name!r} reads its output" if reader is not None
+                   else "so its output cannot be exported")
             raise EmitError(
-                f"layer {layer.name!r} ({layer.type}) runs eagerly on the values it is given "
-                f"(its output size depends on them): an export would keep one input's "
-                f"result as a constant; export the blobs it reads instead "
+                f"layer {layer.name!r} ({layer.type}) runs on the host (its output size "
+                f"depends on the data; a trace would keep one input's result as a constant) "
+                f"{why}: export the blobs it reads instead "
                 f"(--outputs {','.join(dict.fromkeys(layer.bottom))})")
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -57,9 +74,30 @@ class Positional(nn.Module):
         return tuple(blobs[name] for name in self.output_names)
 
 
+def _default_outputs(net: Any) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+    """The net's outputs, except that the top of a layer that runs on the host and ends
+    the net (SSD's DetectionOutput: nothing reads it) is replaced by the blobs that layer
+    reads: decoding and NMS stay with the caller, as every Caffe-to-ONNX SSD export does.
+    Also (name, type) of the layers so left out."""
+    modules = net.layer_modules
+    writers = {top: layer for layer in net.net_param.layer for top in layer.top}
+    outputs: dict[str, None] = {}
+    left_out: dict[tuple[str, str], None] = {}
+    for name in net.outputs:
+        layer = writers.get(name)
+        module = modules.get(layer.name) if layer is not None else None
+        if module is not None and not getattr(module, "traceable", True):
+            outputs.update(dict.fromkeys(layer.bottom))
+            left_out[(layer.name, layer.type)] = None
+        else:
+            outputs[name] = None
+    return list(outputs), tuple(left_out)
+
+
 def exportable(net: Any, outputs: Sequence[str] | None = None) -> Positional:
     """The net as an exportable module (``outputs``: the blobs it gives; default the
-    net's outputs).  EmitError for an unknown blob or a layer that cannot be traced."""
+    net's outputs, see :func:`_default_outputs`).  EmitError for an unknown blob or a
+    layer that cannot be traced and is needed."""
     wrapped = Positional(net, outputs)
     for m in net.modules():
         if isinstance(m, Pooling):
@@ -74,10 +112,12 @@ def example_inputs(net: Any, names: Sequence[str] | None = None) -> tuple[torch.
 
 def export_bytes(net: Any, fmt: str, opset: int = 17,
                  inputs: Sequence[torch.Tensor] | None = None,
-                 outputs: Sequence[str] | None = None) -> bytes:
+                 outputs: Sequence[str] | None = None,
+                 wrapped: Positional | None = None) -> bytes:
     """The net as an ONNX model or a TorchScript archive (bytes); ``outputs``: the
-    blobs it gives (default: the net's outputs), see :class:`Positional`."""
-    wrapped = exportable(net, outputs)
+    blobs it gives (see :class:`Positional`); ``wrapped``: the net's :func:`exportable`
+    when the caller already made it."""
+    wrapped = wrapped if wrapped is not None else exportable(net, outputs)
     args = tuple(inputs) if inputs is not None else example_inputs(net, wrapped.input_names)
     buffer = io.BytesIO()
     with torch.no_grad():

@@ -19,7 +19,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from pynetbuilder.pytorch.adapter import DATA_TYPES, Analysed
-from pynetbuilder.pytorch.base import CaffeLayer
+from pynetbuilder.pytorch.base import CaffeLayer, EmitError
 from pynetbuilder.pytorch.emit_conv import Convolution, InnerProduct
 from pynetbuilder.pytorch.emit_neuron import Elementwise
 from pynetbuilder.pytorch.emit_norm import BatchNorm, Scale
@@ -55,6 +55,7 @@ class CaffeNet(nn.Module):
         layer_steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
         available: dict[str, None] = dict.fromkeys(inputs)
         self.loss_weights: dict[str, float] = {}
+        weighted: dict[str, Any] = {}  # name -> the layer with parameter blobs of that name
         for layer in net.layer:
             bottoms, tops = tuple(layer.bottom), tuple(layer.top)
             for b in bottoms:
@@ -66,6 +67,8 @@ class CaffeNet(nn.Module):
             module = emitter_for(layer)(
                 layer, [shapes[b] for b in bottoms], [shapes[t] for t in tops], phase
             )
+            if module.blob_names:
+                _unique_with_weights(layer, weighted)
             attr = self._attr_name(layer.name)
             self.add_module(attr, module)
             self.attr_of[layer.name] = attr
@@ -148,6 +151,19 @@ class CaffeNet(nn.Module):
         if not terms:
             raise ValueError(f"net {self.net_name!r} has no loss (no top with a loss_weight)")
         return torch.stack(terms).sum()
+
+
+def _unique_with_weights(layer: Any, weighted: dict[str, Any]) -> None:
+    """Caffe matches weights by layer name (``CopyTrainedLayersFrom`` copies every
+    source layer of a name into the first layer of that name), so two layers with
+    parameter blobs under one name cannot both have their weights: refused, naming
+    them (layers without parameters may share a name, as HED's five ``crop`` do)."""
+    first = weighted.setdefault(layer.name, layer)
+    if first is not layer:
+        raise EmitError(f"layers {layer.name!r} ({first.type}) and {layer.name!r} "
+                        f"({layer.type}) share a name and both have parameter blobs: Caffe "
+                        "matches weights by layer name (a .caffemodel loads both from the "
+                        "first), so rename one")
 
 
 class _ReLUInPlace:

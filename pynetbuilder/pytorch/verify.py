@@ -41,10 +41,14 @@ class BlobCheck:
     max_diff: float
     caffe_max: float
     ok: bool
+    our_shape: tuple[int, ...] | None = None  # set when the sizes differ
 
     def as_dict(self) -> dict[str, Any]:
-        return {"blob": self.name, "shape": list(self.shape), "max_abs_diff": self.max_diff,
-                "caffe_max_abs": self.caffe_max, "ok": self.ok}
+        out = {"blob": self.name, "shape": list(self.shape), "max_abs_diff": self.max_diff,
+               "caffe_max_abs": self.caffe_max, "ok": self.ok}
+        if self.our_shape is not None:
+            out["module_shape"] = list(self.our_shape)
+        return out
 
 
 @dataclass
@@ -78,7 +82,7 @@ def compare(name: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float,
     ours = np.asarray(ours, dtype=np.float64)
     if ours.size != theirs.size:
         return BlobCheck(name, theirs.shape, math.inf, float(np.abs(theirs).max(initial=0)),
-                         False)
+                         False, tuple(ours.shape))
     ours = ours.reshape(theirs.shape)
     both_nan = np.isnan(ours) & np.isnan(theirs)
     diff = np.where(both_nan, 0.0, np.abs(ours - theirs))
