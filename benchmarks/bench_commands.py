@@ -7,6 +7,8 @@ Times, side by side in one run (interleaved rounds, medians and minimums):
 - ``pynetbuilder build resnet_imagenet --num_output_stage1 256`` (builds ResNet-50,
   prints its report; writes nothing),
 - ``pynetbuilder analyze ResNet-50-deploy.prototxt`` (the published deploy file),
+- importing Caffe's schema alone: the loader ``caffe_pb2`` that ``tools/caffe_setup.py``
+  generates (classes made by protobuf's upb extension) and protoc's own module,
 
 each as the ratio to ``python -c pass``.  Bytecode caches are in use, as in a user's
 installation: these machines set ``PYTHONDONTWRITEBYTECODE=1``, so the runs get a
@@ -48,6 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "prototxt" / "ResNet-50-deploy.prototxt"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 PNB = ROOT / ".venv" / "bin" / "pynetbuilder"
+
+# one schema module by itself (not through the pynetbuilder package, which imports more)
+SCHEMA_IMPORT = f"import sys; sys.path.insert(0, {str(ROOT / 'pynetbuilder' / 'proto')!r}); " \
+    "import %s"
 
 IN_PROCESS = """
 import gc, statistics, time
@@ -120,6 +126,11 @@ def main() -> None:
                                                bare),
             "regular: analyze ResNet-50-deploy": ([str(regular_python), str(script),
                                                    *analyze[1:]], bare),
+            # Caffe's schema alone: the generated loader, and protoc's own module
+            "regular: import schema (loader)": ([str(regular_python), "-c", SCHEMA_IMPORT
+                                                 % "caffe_pb2"], bare),
+            "regular: import schema (protoc's)": ([str(regular_python), "-c", SCHEMA_IMPORT
+                                                   % "caffe_protoc_pb2"], bare),
         }
         if args.before:
             old = _env(args.before.resolve(), cache / "before")
