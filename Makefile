@@ -1,6 +1,8 @@
 # pynetbuilder: every target does its own set-up.
 #   make run   build ResNet-50 into out/resnet50 and print its report (no C++ build needed)
 #   make test  install everything missing (venv, Debian packages, real Caffe) and run the tests
+#   make rknn  RKNN-Toolkit2 2.5.0 in its own environment .venv-rknn (its pins conflict with
+#              .venv's), the judge of nets written with --target rknn2; part of `make test`
 #   make caffe-cuda [CUDA_ARCHS="75 90"]  also build Caffe with CUDA (needs nvcc; long, not
 #              part of `make test`): .venv/bin/caffe-cuda, used by `pynetbuilder train --gpu`
 PYTHON ?= python3.11
@@ -8,7 +10,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test caffe caffe-cuda schema lint bench bench-torch clean browser
+.PHONY: run test caffe caffe-cuda schema lint bench bench-torch clean browser rknn
 
 $(STAMP): setup.py requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +36,11 @@ run: schema
 browser:
 	@$(PYTHON) tools/browser_setup.py
 
-test: caffe browser
+# RKNN-Toolkit2's environment (~180 MB of wheels once, under a minute; then a stamp check)
+rknn: $(STAMP)
+	@$(PY) tools/rknn_setup.py
+
+test: caffe browser rknn
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

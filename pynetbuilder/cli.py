@@ -7,11 +7,12 @@ and exit status 2; nothing is written unless everything succeeded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -136,13 +137,15 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
         folder = Path(args.output_folder)
         files.update({folder / name: text for name, text in prototxt_files(net).items()})
     remaining = []
-    if getattr(args, "target", None):
+    target = getattr(args, "target", None)  # (apps' namespaces have no --target)
+    if target:
         from pynetbuilder.targets.writer import deploy_for_target
 
-        text, remaining = deploy_for_target(net.to_proto(Phase.DEPLOY), args.target,
-                                            report.blob_shapes)
+        for_target = deploy_for_target(net.to_proto(Phase.DEPLOY), target,
+                                       report.blob_shapes)
+        remaining = for_target.remaining
         if args.output_folder:
-            files[Path(args.output_folder) / "deploy.prototxt"] = text
+            files[Path(args.output_folder) / "deploy.prototxt"] = for_target.text
     if args.json:
         files[Path(args.json)] = report.json_text()
     written = []
@@ -163,9 +166,60 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
     )
     for line in report.skipped_lines():
         print(line, file=out)
+    print_remaining(target, remaining, out)
+
+
+def print_remaining(target: str, remaining: Sequence[Any], out: TextIO | None = None) -> None:
+    """Print the rules a net written for ``target`` still violates (``remaining``:
+    :class:`~pynetbuilder.targets.Violation` objects), which no rewrite can satisfy."""
     for violation in remaining:
-        print(f"{args.target} still rejects: " + violation.line().replace("\n", "\n  "),
-              file=out)
+        print(f"{target} still rejects: " + violation.line().replace("\n", "\n  "),
+              file=out or sys.stdout)
+
+
+def write_for_target(target: str, prototxt: Path, net: Any, shapes: Mapping[str, Any],
+                     module: Any = None, out: TextIO | None = None) -> None:
+    """Write ``net`` (one phase's ``NetParameter``; ``shapes``: its blobs') as
+    ``target``'s deploy net to ``prototxt`` and, with ``module`` (the net's PyTorch
+    module, holding its weights), that net's weights to the ``.caffemodel`` of the same
+    name: one set, both or neither.  Prints what was written and what the target still
+    rejects."""
+    from pynetbuilder.io import write_files
+    from pynetbuilder.targets.writer import deploy_for_target
+
+    out = out or sys.stdout
+    written = deploy_for_target(net, target, shapes)
+    files: dict[Path, str | bytes] = {prototxt: written.text}
+    if module is not None:
+        from pynetbuilder.pytorch.weights import caffemodel_bytes
+
+        files[prototxt.with_suffix(".caffemodel")] = caffemodel_bytes(module, written.net)
+    for path in write_files(files):
+        print(f"wrote {path}", file=out)
+    print_remaining(target, written.remaining, out)
+
+
+@contextlib.contextmanager
+def torch_needed(command: str) -> Iterator[None]:
+    """An import in the block that fails (PyTorch, or what the backend needs, is not
+    installed) is one line naming ``command`` and what to install."""
+    try:
+        yield
+    except ImportError as exc:
+        raise UsageError(f"{command} needs PyTorch: pip install pynetbuilder[torch] ({exc})"
+                         ) from None
+
+
+def torch_net(command: str, net: str, knobs: Sequence[str], args: argparse.Namespace,
+              weights: str | None = None) -> tuple[Any, str | None]:
+    """NET's PyTorch module (in the ``--phase`` and ``--input-shape`` of
+    :func:`~pynetbuilder.commands.analyze.add_net_flags`) with ``weights`` loaded (a
+    .caffemodel, .pth or .safetensors), and the layout read (None without weights)."""
+    with torch_needed(command):
+        from pynetbuilder.pytorch import to_module
+        from pynetbuilder.pytorch.convert import load_weights
+    module = to_module(net, knobs, phase=args.phase, input_shape=args.input_shape)
+    return module, (load_weights(module, weights) if weights else None)
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None,

@@ -18,6 +18,24 @@ from pynetbuilder.inspect import load
 DATA = Path(__file__).parent / "data" / "dialects"
 
 
+def variant_judged_by_caffe(caffe, path: Path, text: str, old: str, new: str):
+    """``text`` with its one ``old`` replaced by ``new``, written to ``path``, analysed
+    here and checked against real Caffe's net blob for blob."""
+    from conftest import assert_report_matches_caffe
+
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new))
+    inspected = load(str(path))
+    assert_report_matches_caffe(inspected.report, caffe.Net(str(path), caffe.TEST))
+    return inspected
+
+
+def assert_whole(inspected, params: int) -> None:
+    """Every layer analysed, no note, and ``params`` learnt parameters in all."""
+    assert inspected.report.totals.params == params
+    assert inspected.report.skipped == [] and inspected.notes == ()
+
+
 def shapes_of(inspected) -> dict[str, tuple[int, ...]]:
     return {r.name: r.shapes[0] for r in inspected.report.rows if r.shapes}
 
@@ -170,8 +188,7 @@ def test_se_resnet50_axpy_against_the_senet_paper():
     assert s["conv2_1"] == (1, 256, 56, 56) and s["conv2_2"] == (1, 256, 56, 56)
     axpy = next(r for r in inspected.report.rows if r.name == "conv2_2")
     assert axpy.params == 0
-    assert inspected.report.totals.params == 171_872
-    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_whole(inspected, params=171_872)
 
 
 def test_pspnet_pyramid_pooling_interp_against_the_paper(capsys):
@@ -193,8 +210,7 @@ def test_pspnet_pyramid_pooling_interp_against_the_paper(capsys):
     assert all(s[f"conv5_3_pool{b}_interp"] == (1, 512, 60, 60) for b in (1, 2, 3, 6))
     assert s["conv5_3_concat"] == (1, 4096, 60, 60)
     assert s["conv6"] == (1, 150, 60, 60) and s["conv6_interp"] == (1, 150, 473, 473)
-    assert inspected.report.totals.params == 23_150_742
-    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_whole(inspected, params=23_150_742)
     # MNN sizes zoom_factor its own way (tests/test_targets_mnn.py): check says so for
     # conv6_interp only; the height/width Interp layers are fine there
     code, out, _ = run_command("check", str(DATA / "pspnet50_ade20k_ppm.prototxt"), "--target",
@@ -304,8 +320,7 @@ def test_fast_rcnn_roi_pooling_on_rois_given_as_input(caffe, tmp_path):
     assert s["fc6"] == (1, 4096) and s["cls_score"] == (1, 81) and s["bbox_pred"] == (1, 324)
     fc6 = next(r for r in inspected.report.rows if r.name == "fc6")
     assert fc6.params == 18_432 * 4096 + 4096
-    assert inspected.report.totals.params == 86_626_453
-    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_whole(inspected, params=86_626_453)
     text = path.read_text()
     many = tmp_path / "rois128.prototxt"
     many.write_text(text.replace("dim: 1 # to be changed", "dim: 128 # to be changed"))
@@ -348,8 +363,7 @@ def test_densenet121_round_mode_floor_against_the_paper_and_caffe(caffe, tmp_pat
     assert s["concat_4_24"] == (1, 1024, 14, 14) and s["pool4"] == (1, 512, 7, 7)
     assert s["concat_5_16"] == (1, 1024, 7, 7) and s["pool5"] == (1, 1024, 1, 1)
     assert s["fc6"] == (1, 1000, 1, 1)
-    assert inspected.report.totals.params == 7_978_856
-    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_whole(inspected, params=7_978_856)
     text = DENSENET121.read_text()
     assert text.count("round_mode: FLOOR") == 1
     ours = tmp_path / "densenet121_ceil_mode.prototxt"
@@ -393,17 +407,12 @@ def test_densenet169_ceil_mode_false_in_real_caffe(caffe, tmp_path):
     s = shapes_of(inspected)
     assert s["pool1"] == (1, 64, 56, 56) and s["concat_2_6"] == (1, 256, 56, 56)
     assert s["conv2_blk"] == (1, 128, 56, 56) and s["pool2"] == (1, 128, 28, 28)
-    assert inspected.report.totals.params == 377_856
-    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_whole(inspected, params=377_856)
     assert_report_matches_caffe(inspected.report, caffe.Net(str(path), caffe.TEST))
-    text = path.read_text()
-    assert text.count("    ceil_mode: false\n") == 1
-    ceil = tmp_path / "ceil.prototxt"
-    ceil.write_text(text.replace("    ceil_mode: false\n", ""))
-    ceiled = load(str(ceil))
+    ceiled = variant_judged_by_caffe(caffe, tmp_path / "ceil.prototxt", path.read_text(),
+                                     "    ceil_mode: false\n", "")
     s = shapes_of(ceiled)
     assert s["pool1"] == (1, 64, 57, 57) and s["pool2"] == (1, 128, 29, 29)
-    assert_report_matches_caffe(ceiled.report, caffe.Net(str(ceil), caffe.TEST))
 
 
 def test_yolov2_tiny_region_against_the_ports_readme(caffe, tmp_path):
@@ -428,16 +437,13 @@ def test_yolov2_tiny_region_against_the_ports_readme(caffe, tmp_path):
     s = shapes_of(inspected)
     assert s["layer10-maxpool"] == (1, 256, 13, 13) and s["layer12-maxpool"] == (1, 512, 14, 14)
     assert s["layer15-conv"] == (1, 40, 14, 14) and s["region1"] == (1, 40, 14, 14)
-    assert inspected.report.totals.params == 11_034_552
-    assert inspected.report.skipped == [] and inspected.notes == ()
+    assert_whole(inspected, params=11_034_552)
     text = path.read_text()
     head = text[:text.index('layer {\n  name: "region1"')]
     cut = tmp_path / "cut.prototxt"
     cut.write_text(head)
     assert_report_matches_caffe(load(str(cut)).report, caffe.Net(str(cut), caffe.TEST))
-    assert head.count("        pool: MAX\n        pad: 1\n") == 1
-    unpadded = tmp_path / "unpadded.prototxt"
-    unpadded.write_text(head.replace("        pool: MAX\n        pad: 1\n", "        pool: MAX\n"))
-    inspected = load(str(unpadded))
+    inspected = variant_judged_by_caffe(caffe, tmp_path / "unpadded.prototxt", head,
+                                        "        pool: MAX\n        pad: 1\n",
+                                        "        pool: MAX\n")
     assert shapes_of(inspected)["layer15-conv"] == (1, 40, 12, 12)
-    assert_report_matches_caffe(inspected.report, caffe.Net(str(unpadded), caffe.TEST))

@@ -268,7 +268,7 @@ def test_classification_data_is_an_immutable_value():
                                                     mean_values=(1, 2, 3)))
     with pytest.raises(UsageError, match="crop_size must be a positive integer"):
         dataclasses.replace(data, crop_size=0)  # the checks run again
-    with pytest.raises(UsageError, match="mean values need 1 or 1 numbers"):
+    with pytest.raises(UsageError, match=r"mean values: 1-channel data needs 1 number, got 3"):
         dataclasses.replace(data, channels=1)
 
 

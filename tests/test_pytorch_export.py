@@ -104,16 +104,30 @@ def test_torchscript_and_fx_and_compile(tmp_path, capsys):
 def test_ssd_exports_up_to_its_host_side_detection_output(tmp_path, capsys):
     """DetectionOutput keeps as many rows as boxes pass NMS, computed eagerly: traced, the
     example input's detections would become a constant graph with no input.  Export
-    leaves it out (said in the output) and gives its three inputs, equal to Caffe's."""
+    leaves it out (said in the output) and gives its three inputs, equal to Caffe's;
+    ``--outputs`` naming its top, or a blob that is not there, is one line, exit 2."""
     path = tmp_path / "ssd.prototxt"
     path.write_text(net_text({"data": (1, 3, 64, 64)}, ssd_head(
         "CENTER_SIZE", "nms_param { nms_threshold: 0.45 top_k: 100 }", 30)))
+    for outputs, message in (("det", "'det' (DetectionOutput) runs on the host"),
+                             ("nope", "no blob 'nope'")):
+        for fmt in ("onnx", "torchscript"):
+            out = tmp_path / f"ssd.{fmt}"
+            code, _, err = run_command("export", str(path), "--to", fmt, "-o", str(out),
+                                       "--outputs", outputs, capsys=capsys)
+            assert code == 2 and not out.exists()
+            assert err.count("\n") == 1 and err.startswith("pynetbuilder: error: ")
+            assert message in err
+    assert "(--outputs loc,conf_f,prior)" in run_command(
+        "export", str(path), "--to", "onnx", "-o", str(tmp_path / "x.onnx"), "--outputs",
+        "det", capsys=capsys)[2]
     a, ready, x, run = caffe_outputs(str(path), tmp_path)
     code, out, err = run_command("export", str(path), "--to", "onnx", "-o",
                                  str(tmp_path / "ssd.onnx"), "--weights", str(run.weights),
                                  capsys=capsys)
     assert code == 0, err
     assert "layer 'det' (DetectionOutput) not exported" in out
+    assert "outputs loc, conf_f, prior" in out
     session = ort.InferenceSession(str(tmp_path / "ssd.onnx"))
     assert [i.name for i in session.get_inputs()] == ["data"]
     names = [o.name for o in session.get_outputs()]

@@ -94,15 +94,16 @@ def test_opencv_runs_the_net_written_for_it_with_caffes_outputs(caffe, tmp_path,
 
 
 _PROBE = textwrap.dedent('''
-    import cv2, json, sys, tempfile, numpy as np
+    import cv2, json, os, sys, numpy as np
     found = {}
-    for t in sys.argv[1:]:
+    path = os.path.join(sys.argv[1], "probe.prototxt")
+    for t in sys.argv[2:]:
         text = ('input: "data" input_shape { dim: 1 dim: 4 dim: 9 dim: 9 }\\n'
                 f'layer {{ name: "l" type: "{t}" bottom: "data" top: "out" }}\\n')
-        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        with open(path, "w") as f:
             f.write(text)
         try:
-            net = cv2.dnn.readNetFromCaffe(f.name)
+            net = cv2.dnn.readNetFromCaffe(path)
             net.setInput(np.zeros((1, 4, 9, 9), np.float32))
             net.forward()
             found[t] = True
@@ -112,13 +113,14 @@ _PROBE = textwrap.dedent('''
 ''')
 
 
-def test_opencv_profile_lists_exactly_the_types_cv2_can_create():
+def test_opencv_profile_lists_exactly_the_types_cv2_can_create(tmp_path):
     """One-layer nets of every registered type (and every type the profile names):
     cv2 either creates the layer (it may then complain about missing settings or
     weights) or says "Can't create layer"; the profile agrees type by type."""
     profile = load_profile("opencv")
     types = sorted((set(KINDS) | profile.supported) - {"Input", "BatchNorm"})
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *types], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), *types],
+                          capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     created = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -144,3 +146,33 @@ def test_opencv_drops_a_pooling_setting_it_does_not_know(tmp_path):
             shapes[field] = "kernel" if "kernel" in str(exc) else str(exc)
     assert shapes == {"ceil_mode: false": (2, 2), "ceil_mode: true": (3, 3),
                       "round_mode: FLOOR": "kernel"}
+
+
+def test_opencv_honours_scale_train_and_check_flags_its_axpy(tmp_path, capsys):
+    """Fast R-CNN's Dropout with ``scale_train: false`` multiplies by 1 - ratio in TEST
+    (caffe-fast-rcnn dropout_layer.cpp, see test_pytorch_forks.py); cv2 4.13 reads the
+    field and does the same (so the opencv profile does not list it), and passes a plain
+    Dropout through.  Its Axpy, though, computes a * y + x (test_pytorch_forks.py): ``check``
+    names that layer, exit 1."""
+    from conftest import run_command
+
+    x = np.arange(1, 7, dtype=np.float32).reshape(1, 6)
+    for setting, expected in (("scale_train: false", x * np.float32(0.7)), ("", x)):
+        path = tmp_path / "drop.prototxt"
+        path.write_text('input: "x" input_shape { dim: 1 dim: 6 }\n'
+                        'layer { name: "d" type: "Dropout" bottom: "x" top: "y" dropout_param '
+                        f'{{ dropout_ratio: 0.3 {setting} }} }}\n')
+        net = cv2.dnn.readNetFromCaffe(str(path))
+        net.setInput(x, "x")
+        assert np.allclose(net.forward("d").reshape(x.shape), expected, rtol=1e-6), setting
+    code, printed, _ = run_command("check", str(tmp_path / "drop.prototxt"), "--target",
+                                   "opencv", capsys=capsys)
+    assert code == 0, printed
+    axpy = tmp_path / "axpy.prototxt"
+    axpy.write_text('input: "a" input_shape { dim: 1 dim: 3 dim: 1 dim: 1 }\n'
+                    'input: "x" input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }\n'
+                    'input: "y" input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }\n'
+                    'layer { name: "s" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" '
+                    'top: "s" }\n')
+    code, printed, _ = run_command("check", str(axpy), "--target", "opencv", capsys=capsys)
+    assert code == 1 and "s (Axpy): layer type the target computes differently" in printed

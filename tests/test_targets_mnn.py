@@ -200,6 +200,29 @@ def test_mnn_needs_scale_weights_so_se_blocks_stop_the_converter(caffe, tmp_path
     assert "caffemodel error" in log or "(exit status -11)" in log, log
 
 
+@pytest.mark.parametrize("command, net", [
+    ("export", "shake_shake:depth=8:initial_channels=16"),  # coefficients: Power layers
+    ("convert", "resnet_imagenet:blocks=1,1,1,1")])
+def test_mnn_runs_the_net_and_weights_written_for_it(tmp_path, capsys, command, net):
+    """`export|convert --target mnn` with the weights real Caffe drew for the original net
+    (BatchNorm moving-average factors not 1): MNN's converter takes the written prototxt
+    and caffemodel, and its runtime gives Caffe's outputs of the original net."""
+    from test_pytorch_export import caffe_outputs
+
+    a, ready, x, run = caffe_outputs(net, tmp_path)
+    prototxt = tmp_path / "mnn" / "net.prototxt"
+    flags = (["--weights", str(run.weights), "-o", str(prototxt)] if command == "export" else
+             ["--from", str(run.weights), "-o", str(prototxt.with_suffix(".caffemodel"))])
+    code, out, err = run_command(command, net, "--target", "mnn", *flags, capsys=capsys)
+    assert code == 0, err
+    log = mnn_convert(prototxt, prototxt.with_suffix(".caffemodel"), tmp_path / "net.mnn")
+    assert "Converted Success" in log, log[-2000:]
+    outputs = [ready.layer[-2].top[0], ready.layer[-1].top[0]]  # logits, Softmax
+    got = mnn_run(tmp_path / "net.mnn", {"data": x}, outputs, tmp_path)
+    for name in outputs:
+        assert_close(got[name], run.blobs[name], name)
+
+
 # ------------------------------------------------------------ the profile's layer list
 
 

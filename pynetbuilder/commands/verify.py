@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from pynetbuilder.cli import Parser
+from pynetbuilder.cli import Parser, torch_needed
 from pynetbuilder.commands.analyze import add_net_flags, split_net_and_knobs
 from pynetbuilder.errors import UsageError
 from pynetbuilder.io import write_files
@@ -56,11 +56,9 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
         raise UsageError(f"--tolerance must be positive, got {args.tolerance}")
     if args.weights and not Path(args.weights).is_file():
         raise UsageError(f"--weights {args.weights}: no such file")
-    try:
+    with torch_needed("verify"):
         from pynetbuilder.pytorch.caffe_oracle import CaffeError
         from pynetbuilder.pytorch.verify import verify
-    except ImportError as exc:
-        raise UsageError(f"verify needs PyTorch: pip install pynetbuilder[torch] ({exc})") from None
     try:
         result = verify(net_arg, knobs, phase=args.phase, weights=args.weights,
                         input_shape=args.input_shape, seed=args.seed,

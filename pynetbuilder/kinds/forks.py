@@ -29,15 +29,25 @@ def _view(layer: LayerLike):  # noqa: ANN202 - a dialect LayerParameter
     return dialect_view(layer)
 
 
+def is_segnet_bn(layer: LayerLike) -> bool:
+    """SegNet's BN (it sets one of SegNet's fields: ``bn_mode``, ``scale_filler``,
+    ``shift_filler``) rather than PSPNet's (this build's BNParameter)."""
+    p = _view(layer).bn_param
+    return any(p.HasField(f) for f in ("bn_mode", "scale_filler", "shift_filler"))
+
+
 def _bn(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
         ) -> LayerCost:
-    """SegNet's BN (caffe-segnet bn_layer.cpp: scale and shift, 1 x C x 1 x 1) and this
-    build's BN (the same two plus running mean and variance, not learnt)."""
+    """SegNet's BN (caffe-segnet bn_layer.cpp: scale and shift, 1 x C x 1 x 1) and
+    PSPNet's, this build's BNParameter (PSPNet bn_layer.cpp: the same two plus the
+    moving mean and variance, not learnt)."""
     bottom = bottoms[0]
+    if len(bottom) > 4:
+        raise refuse(layer, f"takes at most 4 axes (Caffe's legacy shape), got {bottom}")
     channels = legacy(bottom, 1)
     blob = (1, channels, 1, 1)
     blobs = [ParamBlob(blob), ParamBlob(blob)]
-    if not _view(layer).bn_param.HasField("bn_mode"):  # this build's BN: 4 blobs
+    if not is_segnet_bn(layer):  # PSPNet's BN: 4 blobs
         blobs += [ParamBlob(blob, False), ParamBlob(blob, False)]
     return LayerCost([bottom], blobs)
 
@@ -131,7 +141,9 @@ def _axpy(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | No
 def _depthwise(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
                ) -> LayerCost:
     """MobileNet / ShuffleNet ports' depthwise convolution (ConvolutionDepthwise,
-    DepthwiseConvolution): a Convolution whose group is the input's channels."""
+    DepthwiseConvolution): a Convolution whose group is the input's channels.
+    ConvolutionDepthwise (conv_dw_layer.cpp, ``Reshape``) gives as many channels as its
+    input has, whatever ``num_output`` says (its weights are C x 1 x k_h x k_w)."""
     from pynetbuilder.kinds.convolution import _convolution
     from pynetbuilder.schema import caffe_pb2
 
@@ -139,15 +151,27 @@ def _depthwise(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape]
     conv.CopyFrom(layer)  # type: ignore[arg-type]
     conv.type = "Convolution"
     conv.convolution_param.group = legacy(bottoms[0], 1)
+    if layer.type == "ConvolutionDepthwise":
+        conv.convolution_param.num_output = legacy(bottoms[0], 1)
     return _convolution(conv, bottoms, declared)
 
 
 def _reorg(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
            ) -> LayerCost:
-    """YOLOv2's Reorg (passthrough): ``C * s^2 x H / s x W / s``."""
-    stride = _view(layer).reorg_param.stride
+    """YOLOv2's Reorg (passthrough; the ports' reorg_layer.cpp ``LayerSetUp``):
+    ``C * s^2 x H / s x W / s``, or with ``reverse`` ``C / s^2 x H * s x W * s``.  Its
+    ``reorg_cpu`` reads the input as C / s^2 x sH x sW either way, so s^2 must divide
+    C (and s the size), or it indexes past its arrays."""
+    p = _view(layer).reorg_param
+    stride = p.stride
+    if len(bottoms[0]) != 4:
+        raise refuse(layer, f"needs an N,C,H,W input, got {bottoms[0]}")
     n, c, h, w = bottoms[0]
-    if stride < 1 or h % stride or w % stride:
+    if stride < 1 or c % (stride * stride):
+        raise refuse(layer, f"stride {stride}: its square must divide the channels {c}")
+    if p.reverse:
+        return LayerCost([(n, c // (stride * stride), h * stride, w * stride)])
+    if h % stride or w % stride:
         raise refuse(layer, f"stride {stride} must divide the input size {h}x{w}")
     return LayerCost([(n, c * stride * stride, h // stride, w // stride)])
 
@@ -163,15 +187,19 @@ def _dense_image_data(layer: LayerLike, bottoms: list[Shape],
 
 
 KINDS = (
-    kind("BN", _bn, category=Category.INPLACE, param="bn_param", origin="segnet", short="BN"),
-    kind("Interp", _interp, origin="pspnet"),
-    kind("ShuffleChannel", _shuffle_channel, origin="shufflenet"),
-    kind("ROIPooling", _roi_pooling, origin="faster_rcnn"),
-    kind("Axpy", _axpy, origin="senet"),
-    kind("ConvolutionDepthwise", _depthwise, param="convolution_param", origin="mobilenet"),
-    kind("DepthwiseConvolution", _depthwise, param="convolution_param", origin="mobilenet"),
-    kind("Reorg", _reorg, origin="yolo"),
-    kind("Region", _same, origin="yolo"),
+    kind("BN", _bn, category=Category.INPLACE, param="bn_param", origin="segnet", short="BN",
+         torch="emit_forks:bn"),
+    kind("Interp", _interp, origin="pspnet", torch="emit_forks:interp"),
+    kind("ShuffleChannel", _shuffle_channel, origin="shufflenet",
+         torch="emit_forks:shuffle_channel"),
+    kind("ROIPooling", _roi_pooling, origin="faster_rcnn", torch="emit_forks:roi_pooling"),
+    kind("Axpy", _axpy, origin="senet", torch="emit_forks:axpy"),
+    kind("ConvolutionDepthwise", _depthwise, param="convolution_param", origin="mobilenet",
+         torch="emit_forks:depthwise"),
+    kind("DepthwiseConvolution", _depthwise, param="convolution_param", origin="mobilenet",
+         torch="emit_forks:depthwise"),
+    kind("Reorg", _reorg, origin="yolo", torch="emit_forks:reorg"),
+    kind("Region", _same, origin="yolo", torch="emit_forks:region"),  # an error: see there
     kind("DenseImageData", _dense_image_data, category=Category.DATA,
          source="dense_image_data_param", origin="segnet"),
 )

@@ -122,5 +122,5 @@ KINDS = (
          torch="emit_pool:pooling"),
     kind("SPP", _spp, torch="emit_pool:spp"),
     kind("PSROIPooling", _psroi_pooling, category=Category.NO_BACKWARD, origin="rfcn"),
-    kind("MaxUnPool", _max_unpool, origin="brocolli"),
+    kind("MaxUnPool", _max_unpool, origin="brocolli", torch="emit_forks:max_unpool"),
 )

@@ -61,10 +61,10 @@ class ClassificationData(Lego):
         if self.mean_file and self.mean_values:
             raise UsageError("give either a mean file or mean values, not both")
         if self.mean_values and len(self.mean_values) not in (1, self.channels):
-            raise UsageError(
-                f"mean values need 1 or {self.channels} numbers (one per channel), "
-                f"got {len(self.mean_values)}"
-            )
+            need = "1 number" if self.channels == 1 else \
+                f"1 or {self.channels} numbers (one per channel)"
+            raise UsageError(f"mean values: {self.channels}-channel data needs {need}, "
+                             f"got {len(self.mean_values)}")
         for flag, source in (("train source", self.train_source),
                              ("test source", self.test_source)):
             if not source:

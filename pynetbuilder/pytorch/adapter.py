@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from pynetbuilder.kinds.base import Shape
+from pynetbuilder.kinds import KINDS
+from pynetbuilder.kinds.base import Category, Shape
 
-# data layers whose tops become the module's named inputs
-DATA_TYPES = frozenset({
-    "Input", "Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData", "MemoryData",
-    "DummyData", "VideoData",
-})
+# data layers whose tops become the module's named inputs: the registry's data and input
+# types (SegNet's DenseImageData included), and this build's VideoData
+DATA_TYPES = frozenset(
+    {t for t, k in KINDS.items() if k.is_a(Category.DATA | Category.INPUT)} | {"VideoData"})
 
 
 class Analysed(NamedTuple):

@@ -26,8 +26,9 @@ class CaffeLayer(nn.Module):
     """Base of every emitted layer (``blob_names``: Caffe's parameter blobs in order)."""
 
     blob_names: tuple[str, ...] = ()
-    # False for a layer computed eagerly on the host (its output size depends on the
-    # data): tracing (ONNX, TorchScript) would freeze its output as a constant
+    # False for a layer whose computation depends on its input's values in Python
+    # (it runs eagerly): a trace (ONNX, TorchScript) would keep one input's result
+    # as a constant, so export refuses it
     traceable: bool = True
 
     def caffe_blobs(self) -> list[torch.Tensor]:

@@ -76,6 +76,34 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
     return out
 
 
+def what_caffe_cannot_run(net: Any) -> str | None:
+    """Why the pinned Caffe cannot run ``net`` (one phase's NetParameter) as written, or
+    None: the first layer of a fork's type (pynetbuilder/kinds/forks.py; none of them is
+    registered in this build), SegNet's unpooling Upsample (this build's Upsample takes
+    one input), or a layer setting a fork's field (read through the dialect schema,
+    kept as an unknown field: Caffe would silently run the layer without it, e.g. Fast
+    R-CNN's Dropout ``scale_train``).  Data layers are exempt (they become inputs)."""
+    from pynetbuilder.kinds.forks import KINDS as FORKS
+    from pynetbuilder.kinds.forks import is_segnet_upsample
+    from pynetbuilder.pytorch.adapter import DATA_TYPES
+
+    origins = {k.type: k.origin for k in FORKS}
+    for layer in net.layer:
+        if layer.type in DATA_TYPES:
+            continue
+        where = f"layer {layer.name!r} ({layer.type}"
+        if layer.type in origins:
+            return f"{where}, a layer type of the {origins[layer.type]} fork)"
+        if layer.type == "Upsample" and is_segnet_upsample(layer):
+            return f"{where} with SegNet's pooling mask)"
+        known = caffe_pb2.LayerParameter()
+        known.CopyFrom(layer)
+        known.DiscardUnknownFields()
+        if known.ByteSize() != layer.ByteSize():
+            return f"{where} sets a field of a fork's dialect, which this build ignores)"
+    return None
+
+
 def _no_side_effects(p: Any) -> None:
     """SSD's DetectionOutput without what it does besides computing its top: with
     ``save_output_param.output_directory`` set, its set-up deletes that directory

@@ -82,7 +82,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, nms_threshold: 
 
 
 class DetectionOutput(CaffeLayer):
-    traceable = False
+    traceable = False  # NMS over the values, in NumPy: as many rows as boxes kept
 
     def __init__(self, classes: int, share: bool, background: int, code: str,
                  in_target: bool, keep_top_k: int, threshold: float,

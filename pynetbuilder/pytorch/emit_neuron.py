@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 
@@ -189,22 +190,36 @@ def prelu(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> Ca
 class Dropout(CaffeLayer):
     """TRAIN: ``x * mask / (1 - ratio)``, mask ~ Bernoulli(1 - ratio); TEST: identity.
 
+    Fast R-CNN's ``scale_train: false`` (rbgirshick/caffe-fast-rcnn dropout_layer.cpp,
+    ``DropoutLayer::Forward_cpu``) moves the scaling to TEST: TRAIN ``x * mask``, TEST
+    ``x * (1 / scale_)`` with ``scale_ = 1 / (1 - ratio)`` stored as a float.
+
     ``noise``: when set (a callable ``(layer module, shape) -> mask``), the mask comes
     from it instead of PyTorch's generator (verification replays Caffe's draws)."""
 
-    def __init__(self, ratio: float, train: bool) -> None:
+    def __init__(self, ratio: float, train: bool, scale_train: bool = True) -> None:
         super().__init__()
         self.ratio, self.train_phase = ratio, train
         self.scale = 1.0 / (1.0 - ratio) if ratio < 1.0 else 0.0
+        self.scale_train = scale_train
+        # Caffe's float scale_, and 1. / scale_ rounded to float by caffe_scal<float>
+        self.test_factor = float(np.float32(1.0 / float(np.float32(self.scale)))) \
+            if self.scale else 0.0
         self.noise: Callable | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.train_phase:
-            return x
+            return x if self.scale_train else x * self.test_factor
         if self.noise is not None:
-            return x * (self.noise(self, tuple(x.shape)).to(x.dtype) * self.scale)
+            mask = self.noise(self, tuple(x.shape)).to(x.dtype)
+            return x * (mask * self.scale) if self.scale_train else x * mask
+        if not self.scale_train:
+            return x * torch.bernoulli(torch.full_like(x, 1.0 - self.ratio))
         return nnf.dropout(x, self.ratio, True)
 
 
 def dropout(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
-    return Dropout(layer.dropout_param.dropout_ratio, phase == "train")
+    from pynetbuilder.dialects.schema import dialect_view
+
+    scale_train = dialect_view(layer).dropout_param.scale_train  # Fast R-CNN's field
+    return Dropout(layer.dropout_param.dropout_ratio, phase == "train", scale_train)

@@ -60,8 +60,24 @@ class Pooling(CaffeLayer):
             self.native_ceil = None
 
     def forward(self, x: torch.Tensor):
-        y = self._pool(x)
-        return y if self.tops == 1 else (y,) * self.tops
+        if self.tops == 1:
+            return self._pool(x)
+        return self._pool_with_mask(x)
+
+    def _pool_with_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MAX with a second top: the mask, as Caffe's ``top_mask`` (pooling_layer.cpp):
+        the index ``h * W + w`` in the input plane of each window's first maximum
+        (Caffe's strict ``>`` in row-major order, as PyTorch's), as a float."""
+        if self.native_ceil is not None:
+            y, index = nnf.max_pool2d(x, self.kernel, self.stride, self.pad,
+                                      ceil_mode=self.native_ceil, return_indices=True)
+            return y, index.to(x.dtype)
+        (ph, pw), (eh, ew) = self.pad, self.extra
+        padded = nnf.pad(x, (pw, ew, ph, eh), value=-FLT_MAX)
+        y, index = nnf.max_pool2d(padded, self.kernel, self.stride, return_indices=True)
+        width = padded.shape[-1]
+        row, col = torch.div(index, width, rounding_mode="floor") - ph, index % width - pw
+        return y, (row * x.shape[-1] + col).to(x.dtype)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.native_ceil is not None:
@@ -85,6 +101,9 @@ def pooling(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> 
     b = bottoms[0]
     if len(b) != 4:
         raise EmitError(f"Pooling layer {layer.name!r}: needs an N,C,H,W input, got {b}")
+    if len(tops) > 1 and method != "MAX":
+        raise EmitError(f"Pooling layer {layer.name!r}: only MAX pooling has a second top "
+                        "(its mask)")
     if method not in ("MAX", "AVE"):
         raise EmitError(f"Pooling layer {layer.name!r}: {method} pooling has no PyTorch "
                         "emitter (Caffe implements it on GPU only)")

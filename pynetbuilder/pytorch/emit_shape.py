@@ -161,7 +161,10 @@ def permute(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> 
 
 
 class Upsample(CaffeLayer):
-    """Nearest-neighbour by an integer factor on the last one (NCW) or two axes."""
+    """Nearest-neighbour by an integer factor on the last one (NCW) or two axes (this
+    build's Upsample; the YOLOv3 ports' is the same: ChenYingpeng/caffe-yolov3
+    caffe_layers/upsample_layer/upsample_layer.cu, ``translate_idx`` divides the top's
+    row and column by the scale)."""
 
     def __init__(self, scale: int) -> None:
         super().__init__()
@@ -173,6 +176,14 @@ class Upsample(CaffeLayer):
 
 
 def upsample(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    """This build's (and YOLO's) Upsample, or SegNet's unpooling with a mask (the
+    registry's rule tells them apart: :func:`pynetbuilder.kinds.forks.is_segnet_upsample`)."""
+    from pynetbuilder.kinds.forks import is_segnet_upsample
+
+    if is_segnet_upsample(layer):
+        from pynetbuilder.pytorch.emit_forks import segnet_upsample
+
+        return segnet_upsample(layer, bottoms, tops, phase)
     p = layer.upsample_param
     if len(bottoms[0]) not in (3, 4):
         raise EmitError(f"Upsample layer {layer.name!r}: needs a 3- or 4-axis input")

@@ -28,68 +28,97 @@ FORMATS = ("onnx", "torchscript")
 
 
 class Positional(nn.Module):
-    """``forward(*inputs) -> tuple of outputs`` over a :class:`CaffeNet`."""
+    """``forward(*inputs) -> tuple of outputs`` over a :class:`CaffeNet`: the layers
+    ``outputs`` need (default: the net's outputs), fed by the inputs they read."""
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Any, outputs: Sequence[str] | None = None) -> None:
         super().__init__()
         self.net = net
-        self.input_names = tuple(net.inputs)
-        self.left_out = host_layers(net)  # (name, type) of the layers not exported
-        modules = net.layer_modules
-        self._skip = tuple(modules[name] for name, _ in self.left_out)
-        outputs: dict[str, None] = {}
-        left_out = {name for name, _ in self.left_out}
-        by_name = {layer.name: layer for layer in net.net_param.layer}
-        for name in net.outputs:
-            writer = next((la for la in by_name.values() if name in la.top
-                           and la.name in left_out), None)
-            outputs.update(dict.fromkeys(writer.bottom if writer is not None else [name]))
+        self.left_out: tuple[tuple[str, str], ...] = ()  # (name, type) not exported
+        if not outputs:
+            outputs, self.left_out = _default_outputs(net)
         self.output_names = tuple(outputs)
+        unknown = [b for b in self.output_names if b not in net.blob_shapes]
+        if unknown:
+            raise EmitError(f"net {net.net_name!r} has no blob {unknown[0]!r} to export")
+        self.steps = net.steps_for(self.output_names)
+        read = {b for _, bottoms, _ in self.steps for b in bottoms} | set(self.output_names)
+        self.input_names = tuple(name for name in net.inputs if name in read)
+        eager = [name for name, module in net.layer_modules.items()
+                 if not getattr(module, "traceable", True)
+                 and any(module is step[0] for step in self.steps)]
+        if eager:
+            layers = list(net.net_param.layer)
+            at = next(i for i, lay in enumerate(layers) if lay.name == eager[0])
+            layer, tops = layers[at], set(layers[at].top)
+            kept = {step[0] for step in self.steps}
+            modules = net.layer_modules
+            reader = next((lay for lay in layers[at + 1:] if tops & set(lay.bottom)
+                           and any(modules.get(lay.name) is m for m in kept)), None)
+            why = (f"and layer {reader.name!r} reads its output" if reader is not None
+                   else "so its output cannot be exported")
+            raise EmitError(
+                f"layer {layer.name!r} ({layer.type}) runs on the host (its output size "
+                f"depends on the data; a trace would keep one input's result as a constant) "
+                f"{why}: export the blobs it reads instead "
+                f"(--outputs {','.join(dict.fromkeys(layer.bottom))})")
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        blobs = self.net.run(dict(zip(self.input_names, xs)), skip=self._skip)
+        blobs = dict(zip(self.input_names, xs))
+        for fn, bottoms, tops in self.steps:
+            out = fn(*[blobs[b] for b in bottoms])
+            if len(tops) == 1:
+                blobs[tops[0]] = out
+            else:
+                blobs.update(zip(tops, out))
         return tuple(blobs[name] for name in self.output_names)
 
 
-def host_layers(net: Any) -> list[tuple[str, str]]:
-    """(name, type) of the layers of ``net`` that run on the host and end the net;
-    EmitError naming the layer when a later layer reads one of them."""
+def _default_outputs(net: Any) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+    """The net's outputs, except that the top of a layer that runs on the host and ends
+    the net (SSD's DetectionOutput: nothing reads it) is replaced by the blobs that layer
+    reads: decoding and NMS stay with the caller, as every Caffe-to-ONNX SSD export does.
+    Also (name, type) of the layers so left out."""
     modules = net.layer_modules
-    layers = list(net.net_param.layer)
-    host = []
-    for i, layer in enumerate(layers):
-        module = modules.get(layer.name)
-        if module is None or module.traceable:
-            continue
-        tops = set(layer.top)
-        reader = next((la for la in layers[i + 1:] if tops & set(la.bottom)), None)
-        if reader is not None:
-            raise EmitError(
-                f"layer {layer.name!r} ({layer.type}) runs on the host (its output size "
-                f"depends on the data) and layer {reader.name!r} reads its output: the net "
-                "cannot be traced for export")
-        host.append((layer.name, layer.type))
-    return host
+    writers = {top: layer for layer in net.net_param.layer for top in layer.top}
+    outputs: dict[str, None] = {}
+    left_out: dict[tuple[str, str], None] = {}
+    for name in net.outputs:
+        layer = writers.get(name)
+        module = modules.get(layer.name) if layer is not None else None
+        if module is not None and not getattr(module, "traceable", True):
+            outputs.update(dict.fromkeys(layer.bottom))
+            left_out[(layer.name, layer.type)] = None
+        else:
+            outputs[name] = None
+    return list(outputs), tuple(left_out)
 
 
-def exportable(net: Any) -> Positional:
+def exportable(net: Any, outputs: Sequence[str] | None = None) -> Positional:
+    """The net as an exportable module (``outputs``: the blobs it gives; default the
+    net's outputs, see :func:`_default_outputs`).  EmitError for an unknown blob or a
+    layer that cannot be traced and is needed."""
+    wrapped = Positional(net, outputs)
     for m in net.modules():
         if isinstance(m, Pooling):
             m.explicit()
-    return Positional(net).eval()
+    return wrapped.eval()
 
 
-def example_inputs(net: Any) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.zeros(net.blob_shapes[name]) for name in net.inputs)
+def example_inputs(net: Any, names: Sequence[str] | None = None) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(net.blob_shapes[name])
+                 for name in (net.inputs if names is None else names))
 
 
 def export_bytes(net: Any, fmt: str, opset: int = 17,
                  inputs: Sequence[torch.Tensor] | None = None,
+                 outputs: Sequence[str] | None = None,
                  wrapped: Positional | None = None) -> bytes:
-    """The net as an ONNX model or a TorchScript archive (bytes); ``wrapped``: the
-    net's :func:`exportable` when the caller already made it."""
-    wrapped = wrapped if wrapped is not None else exportable(net)
-    args = tuple(inputs) if inputs is not None else example_inputs(net)
+    """The net as an ONNX model or a TorchScript archive (bytes); ``outputs``: the
+    blobs it gives (see :class:`Positional`); ``wrapped``: the net's :func:`exportable`
+    when the caller already made it."""
+    wrapped = wrapped if wrapped is not None else exportable(net, outputs)
+    args = tuple(inputs) if inputs is not None else example_inputs(net, wrapped.input_names)
     buffer = io.BytesIO()
     with torch.no_grad():
         if fmt == "onnx":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keyword
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -99,19 +99,15 @@ class CaffeNet(nn.Module):
         return {name: blobs[name] for name in self.outputs}
 
     def run(self, inputs: Mapping[str, torch.Tensor],
-            forced: Mapping[str, torch.Tensor] | None = None,
-            skip: Collection[CaffeLayer] = ()) -> dict[str, torch.Tensor]:
+            forced: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Every blob after the forward pass (an in-place blob holds its last value).
 
         ``forced``: final blob values from elsewhere (Caffe's); a layer reading a blob
         that no later layer rewrites takes it from there instead of from this pass,
-        so each layer (with the in-place layers after it) is checked on its own.
-        ``skip``: layer modules not run (their tops are left out)."""
+        so each layer (with the in-place layers after it) is checked on its own."""
         blobs = dict(inputs)
         rewritten_after = self._rewritten_after() if forced is not None else None
         for i, (fn, bottoms, tops) in enumerate(self._steps):
-            if skip and any(fn is m for m in skip):
-                continue
             if rewritten_after is None:
                 args = [blobs[b] for b in bottoms]
             else:
@@ -124,6 +120,21 @@ class CaffeNet(nn.Module):
                 for top, value in zip(tops, out):
                     blobs[top] = value
         return blobs
+
+    def steps_for(self, outputs: Sequence[str]) -> list[tuple[Any, tuple[str, ...],
+                                                               tuple[str, ...]]]:
+        """The steps (fused, in order) that the blobs ``outputs`` depend on: a step is
+        kept when it writes a blob still needed (an in-place step needs its blob from
+        before it too)."""
+        needed = set(outputs)
+        kept = []
+        for step in reversed(self._steps):
+            _, bottoms, tops = step
+            if needed & set(tops):
+                kept.append(step)
+                needed.difference_update(tops)
+                needed.update(bottoms)
+        return kept[::-1]
 
     def _rewritten_after(self) -> list[set[str]]:
         """For each step, the blobs it or a later step writes."""

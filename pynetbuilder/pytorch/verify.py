@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pynetbuilder.errors import NetError
 from pynetbuilder.pytorch.adapter import Analysed, analysed
 from pynetbuilder.pytorch.caffe_oracle import (
     CaffeNoise,
@@ -25,6 +26,7 @@ from pynetbuilder.pytorch.caffe_oracle import (
     caffe_ready,
     out_of_place,
     run_caffe,
+    what_caffe_cannot_run,
 )
 from pynetbuilder.pytorch.module import CaffeNet
 from pynetbuilder.pytorch.weights import load_caffemodel
@@ -141,6 +143,11 @@ def verify(
     Caffe's own values of its inputs (see :meth:`CaffeNet.run`), so rounding does not
     build up through the depth of an ill-conditioned net."""
     a = analysed(net, knobs, phase=phase, input_shape=input_shape)
+    unrunnable = what_caffe_cannot_run(a.net)
+    if unrunnable is not None:
+        raise NetError(f"real Caffe (the pinned build) cannot run {unrunnable}, so verify "
+                       "has no judge for this net; the PyTorch module (to_module, export) "
+                       "still runs it")
     if per_layer and gradients:  # every intermediate gradient visible in Caffe
         a = _out_of_place(a)
     module = CaffeNet(a)

@@ -108,11 +108,19 @@ def load_caffemodel(module: Any, path: str | Path) -> None:
             t.copy_(torch.from_numpy(np.ascontiguousarray(a)).reshape(t.shape))
 
 
-def caffemodel_bytes(module: Any) -> bytes:
-    """The module's weights as a ``.caffemodel`` (its phase's layers, blobs filled in)."""
+def caffemodel_bytes(module: Any, written: Any = None) -> bytes:
+    """The module's weights as a ``.caffemodel``: its phase's layers, blobs filled in;
+    with ``written`` (the module's net rewritten for a deploy target,
+    :func:`pynetbuilder.targets.writer.for_target`), that net's layers and blobs
+    (:func:`~pynetbuilder.targets.writer.target_blobs`)."""
+    blobs: Mapping[str, Any] = net_blobs(module)
+    if written is not None:
+        from pynetbuilder.targets.writer import target_blobs
+
+        blobs = target_blobs(written, {name: [t.detach().cpu().numpy() for t in tensors]
+                                       for name, tensors in blobs.items()})
     net = caffe_pb2.NetParameter()
-    net.CopyFrom(module.net_param)
-    blobs = net_blobs(module)
+    net.CopyFrom(module.net_param if written is None else written)
     for layer in net.layer:
         del layer.blobs[:]
         for t in blobs.get(layer.name, ()):
@@ -120,12 +128,14 @@ def caffemodel_bytes(module: Any) -> bytes:
     return net.SerializeToString()
 
 
-def blob_bytes(t: torch.Tensor) -> bytes:
+def blob_bytes(t: torch.Tensor | np.ndarray) -> bytes:
     """A serialised ``BlobProto``: the shape, then the data as one packed float field
     (written directly: converting millions of floats through Python is slow)."""
     shape = caffe_pb2.BlobProto()
     shape.shape.dim.extend(t.shape)
-    data = t.detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4").tobytes()
+    if isinstance(t, torch.Tensor):
+        t = t.detach().to(torch.float32).cpu().contiguous().numpy()
+    data = np.ascontiguousarray(t).astype("<f4").tobytes()
     return shape.SerializeToString() + b"\x2a" + _varint(len(data)) + data
 
 

@@ -4,7 +4,8 @@
   (one per toolchain, every rule citing its vendor document; see
   :mod:`pynetbuilder.targets.profile` for the format).
 - :func:`check`: the violations of one profile in an analysed net.
-- :func:`for_target`: a deploy ``NetParameter`` rewritten for a target (see
+- :func:`for_target`: a deploy ``NetParameter`` rewritten for a target, and
+  ``target_blobs``: its weights from the original's (see
   :mod:`pynetbuilder.targets.writer`).
 """
 

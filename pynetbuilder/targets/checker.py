@@ -141,6 +141,11 @@ def _layer_rules(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
                 yield Violation(*where, "field the target's parser does not know", field,
                                 "fields of the target's caffe.proto", rule.source,
                                 _field_fix(field, name))
+    rule = profile.rule("broken_types")
+    if rule is not None and layer.type in rule.value:
+        yield Violation(*where, "layer type the target computes differently", layer.type,
+                        "another type", rule.source,
+                        rule.note or f"rewrite {layer.type} with layers the target runs")
     rule = profile.rule("broken_fields")
     if rule is not None:
         used = _fields_set(layer) | facts.fields.get(layer.name, frozenset())

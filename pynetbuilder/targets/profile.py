@@ -20,6 +20,7 @@ Keys (all but ``name``, ``title`` and ``sources`` optional)::
     pooling_rounding  = {value = "floor", source = "ops"} # ceil | floor | caffe (below)
     unknown_fields    = {value = ["pooling_param.ceil_mode"], source = "ops"}
     broken_fields     = {value = ["eltwise_param.coeff"], source = "ops"}  # read, done wrong
+    broken_types      = {value = ["Axpy"], source = "ops"}  # created, computed otherwise
     input_channels    = {value = [1, 3], source = "ops"}  # channels of the net's inputs
     [layers]
     supported = ["Convolution", ...]     # or origins = ["bvlc"] (the registry's origin)
@@ -42,7 +43,9 @@ Keys (all but ``name``, ``title`` and ``sources`` optional)::
 start in the padding); ``floor``, it always floors; ``ceil``, it always rounds up and
 keeps a last window that starts in the padding (MNN's ``PoolPadType_CAFFE``).
 ``broken_fields``: fields the target's parser reads but whose layers it converts or
-runs differently from Caffe (whatever value they are set to).
+runs differently from Caffe (whatever value they are set to).  ``broken_types``: layer
+types the target creates (so they stay in ``supported``, which lists what it accepts)
+but computes differently from the layer's own Caffe; the note says how, and the fix.
 
 A file that does not parse, or uses a key or value outside the above, is a
 :class:`ProfileError` naming the file and line.
@@ -81,7 +84,7 @@ ROUNDINGS = ("ceil", "floor", "caffe")
 _FORMAT_KEYS = {
     "deploy_only": bool, "v1_layers": bool, "bn_global_stats": bool,
     "inputs": list, "pooling_rounding": str, "unknown_fields": list, "input_channels": list,
-    "broken_fields": list,
+    "broken_fields": list, "broken_types": list,
 }
 
 

@@ -11,7 +11,8 @@ deploy form is wanted) and gives the net the target's front end reads:
 - pooling that the target's own rounding sizes as Caffe does: for a target that
   floors, a MAX pooling whose size depends on Caffe's ceil rounding reads its input
   extended by one zero row and column at the bottom and right (a depthwise
-  ``Deconvolution``, kernel 2, stride 1, bilinear filler = weights [[1, 0], [0, 0]]),
+  ``Deconvolution``, kernel 2, an explicit stride 1, bilinear filler = weights
+  [[1, 0], [0, 0]]),
   so that ceil and floor agree.  That is exact when the input is non-negative (a
   ReLU wrote it): every window still holds a real value, and zeros never win.
   Anything else is refused (:class:`~pynetbuilder.errors.NetError`), never
@@ -25,20 +26,23 @@ deploy form is wanted) and gives the net the target's front end reads:
   is ``round_mode: FLOOR`` for BVLC master; see :func:`target_text`).
 
 The shape rules check the result: every blob the original deploy net has keeps its
-shape.
+shape.  :func:`target_blobs` gives the rewritten net's weights from the original's:
+the same blobs by layer name, the zero extensions' weights, and BatchNorm's
+statistics with the moving-average factor folded in (factor 1: the values Caffe
+computes from the three blobs, bit for bit, for a converter that reads only two).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError
 from pynetbuilder.kinds import Category, kind_of
 from pynetbuilder.kinds.base import spatial
 from pynetbuilder.schema import caffe_pb2, to_text
-from pynetbuilder.targets.checker import pooled_sizes, unclipped_ceil
+from pynetbuilder.targets.checker import Violation, pooled_sizes, unclipped_ceil
 from pynetbuilder.targets.profile import Profile, load_profile
 
 EXTEND_SUFFIX = "/extend"  # name of an inserted bottom/right zero-extension layer
@@ -186,6 +190,7 @@ def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
     c.group = channels
     c.bias_term = False
     c.kernel_size.append(2)
+    c.stride.append(1)  # explicit: RKNN-Toolkit2 2.5.0 reads a missing one as 0 (and fails)
     c.weight_filler.type = "bilinear"
     layer.bottom[0] = extend.top[0]
     return [extend]
@@ -247,12 +252,50 @@ def target_text(net: Any, target: str | Profile) -> str:
     return text
 
 
-def deploy_for_target(net: Any, target: str, shapes: Mapping[str, tuple[int, ...]] | None = None
-                      ) -> tuple[str, list[Any]]:
-    """The deploy prototxt text for ``target`` and the violations the written net still
-    has (types the target lacks, limits it exceeds: what no rewrite can fix)."""
+class TargetNet(NamedTuple):
+    """A deploy net written for a target (:func:`deploy_for_target`)."""
+
+    net: Any  # the rewritten NetParameter (for_target)
+    text: str  # its prototxt in the target's spelling (target_text)
+    remaining: list[Violation]  # what the target still rejects (no rewrite can fix it)
+
+
+def deploy_for_target(net: Any, target: str | Profile,
+                      shapes: Mapping[str, tuple[int, ...]] | None = None) -> TargetNet:
+    """``net``'s deploy net for ``target``, its text and the violations the written net
+    still has (types the target lacks, limits it exceeds)."""
     from pynetbuilder.targets.checker import check
 
-    profile = load_profile(target)
+    profile = load_profile(target) if isinstance(target, str) else target
     written = for_target(net, profile, shapes)
-    return target_text(written, profile), check(written, _shapes(written), profile)
+    return TargetNet(written, target_text(written, profile),
+                     check(written, _shapes(written), profile))
+
+
+def target_blobs(written: Any, blobs: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+    """The parameter blobs of ``written`` (:func:`for_target`'s net) from ``blobs``, the
+    original net's (layer name -> its blobs as float32 arrays): every layer's own, the
+    inserted zero extensions' (:func:`extension_weights`), BatchNorm's statistics
+    divided by their moving-average factor and the factor 1 (see the module's doc)."""
+    import numpy as np
+
+    out: dict[str, list[Any]] = {}
+    for layer in written.layer:
+        if layer.name in blobs:
+            arrays = [np.asarray(b, dtype=np.float32) for b in blobs[layer.name]]
+            if layer.type == "BatchNorm" and len(arrays) == 3:
+                arrays = _unit_factor(*arrays)
+            out[layer.name] = arrays
+        elif layer.type == "Deconvolution" and layer.name.endswith(EXTEND_SUFFIX):
+            out[layer.name] = [extension_weights(layer)]
+    return out
+
+
+def _unit_factor(mean: Any, variance: Any, factor: Any) -> list[Any]:
+    """BatchNorm's blobs with factor 1, as Caffe computes them: scale = 1 / factor in
+    float32 (0 for a factor of 0), times each statistic in float32."""
+    import numpy as np
+
+    f = np.float32(factor.reshape(-1)[0])
+    scale = np.float32(0) if f == 0 else np.float32(1) / f
+    return [mean * scale, variance * scale, np.ones_like(factor)]
