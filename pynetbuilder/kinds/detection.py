@@ -71,7 +71,8 @@ def _detection_evaluate(layer: LayerLike, bottoms: list[Shape],
 
 KINDS = (
     kind("PriorBox", _prior_box, origin="ssd", torch="emit_shape:prior_box"),
-    kind("DetectionOutput", _detection_output, origin="ssd",
+    kind("DetectionOutput", _detection_output, category=Category.NO_BACKWARD, origin="ssd",
          torch="emit_detection:detection_output"),
-    kind("DetectionEvaluate", _detection_evaluate, category=Category.ACCURACY, origin="ssd"),
+    kind("DetectionEvaluate", _detection_evaluate,
+         category=Category.ACCURACY | Category.NO_BACKWARD, origin="ssd"),
 )

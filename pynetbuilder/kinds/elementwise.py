@@ -118,8 +118,9 @@ def _axis_summary(field_name: str, default: int = 1):  # noqa: ANN202 - a summar
     return summary
 
 
-def _neuron(type_name: str, v1: str = "", **details: object):  # noqa: ANN202 - a LayerKind
-    return kind(type_name, same_shape, category=_INPLACE, v1=v1, **details)
+def _neuron(type_name: str, v1: str = "", extra: Category = Category.NONE,  # noqa: ANN202
+            **details: object):
+    return kind(type_name, same_shape, category=_INPLACE | extra, v1=v1, **details)
 
 
 KINDS = (
@@ -145,7 +146,8 @@ KINDS = (
     _neuron("BNLL", "BNLL", torch="emit_neuron:bnll"),
     _neuron("Exp", "EXP", torch="emit_neuron:exp"),
     _neuron("Log", torch="emit_neuron:log"),
-    _neuron("Threshold", "THRESHOLD", torch="emit_neuron:threshold"),
+    _neuron("Threshold", "THRESHOLD", extra=Category.NO_BACKWARD,
+            torch="emit_neuron:threshold"),
     _neuron("Clip"),  # BVLC master's; not in the pinned build
     _neuron("Swish"),  # BVLC master's; not in the pinned build
     _neuron("ReLU6", origin="brocolli", param="relu6_param", torch="emit_neuron:relu6"),

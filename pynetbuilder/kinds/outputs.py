@@ -101,7 +101,8 @@ KINDS = (
     _loss_kind("ContrastiveLoss", "CONTRASTIVE_LOSS"),
     _loss_kind("SmoothL1Loss", origin="brocolli"),
     _loss_kind("MultiBoxLoss", origin="ssd"),
-    kind("Accuracy", _accuracy, category=Category.ACCURACY, v1="ACCURACY", fill=PINK,
+    kind("Accuracy", _accuracy, category=Category.ACCURACY | Category.NO_BACKWARD, v1="ACCURACY",
+         fill=PINK,
          labels=_accuracy_labels, torch="emit_loss:accuracy"),
     kind("HDF5Output", _no_tops, v1="HDF5_OUTPUT"),
 )

@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pynetbuilder.kinds.base import LayerCost, LayerLike, Shape, kind, legacy, refuse, spatial
+from pynetbuilder.kinds.base import (
+    Category,
+    LayerCost,
+    LayerLike,
+    Shape,
+    kind,
+    legacy,
+    refuse,
+    spatial,
+)
 from pynetbuilder.kinds.convolution import window
 
 GREEN = "#d9ead3"
@@ -112,6 +121,6 @@ KINDS = (
     kind("Pooling", _pooling, v1="POOLING", summary=_pool_summary, fill=GREEN,
          torch="emit_pool:pooling"),
     kind("SPP", _spp, torch="emit_pool:spp"),
-    kind("PSROIPooling", _psroi_pooling, origin="rfcn"),
+    kind("PSROIPooling", _psroi_pooling, category=Category.NO_BACKWARD, origin="rfcn"),
     kind("MaxUnPool", _max_unpool, origin="brocolli", torch="emit_forks:max_unpool"),
 )

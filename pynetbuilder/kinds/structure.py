@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pynetbuilder.kinds.base import (
+    Category,
     LayerCost,
     LayerLike,
     ParamBlob,
@@ -264,7 +265,8 @@ KINDS = (
     kind("Permute", _permute, origin="ssd", torch="emit_shape:permute"),
     kind("Tile", _tile, torch="emit_shape:tile"),
     kind("Reduction", _reduction, torch="emit_shape:reduction"),
-    kind("ArgMax", _argmax, v1="ARGMAX", torch="emit_shape:argmax"),
+    kind("ArgMax", _argmax, category=Category.NO_BACKWARD, v1="ARGMAX",
+         torch="emit_shape:argmax"),
     kind("Silence", _silence, v1="SILENCE", torch="emit_shape:silence"),
     kind("Unsqueeze", _unsqueeze, origin="brocolli"),
     kind("Parameter", _parameter, torch="emit_shape:parameter"),

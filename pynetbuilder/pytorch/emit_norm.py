@@ -151,10 +151,53 @@ def lrn(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> Caff
     return LRN(p.local_size, p.alpha, p.beta, p.k, within)
 
 
+def _l2_norm(x: torch.Tensor, across: bool, eps: float) -> torch.Tensor:
+    sq = x * x
+    if across:
+        return torch.sqrt(sq.flatten(1).sum(1) + eps).reshape((-1,) + (1,) * (x.dim() - 1))
+    return torch.sqrt(sq.sum(1, keepdim=True) + eps)
+
+
+class _CaffeNormalize(torch.autograd.Function):
+    """Normalize's forward, with the backward pass of SSD's C++ (normalize_layer.cpp):
+    it differentiates ``x / norm`` with the top's gradient and multiplies the result by
+    each channel's scale afterwards, ``s * J^T g`` where the chain rule gives
+    ``J^T (s * g)``.  The two agree for a shared scale only; Caffe's is the one SSD
+    models were trained with, so it is reproduced."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, across: bool, eps: float,
+                view: tuple[int, ...]) -> torch.Tensor:
+        norm = _l2_norm(x, across, eps)
+        ctx.save_for_backward(x, weight, norm)
+        ctx.across, ctx.view = across, view
+        return x / norm * weight.reshape(view)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # noqa: ANN205 - autograd's contract
+        x, weight, norm = ctx.saved_tensors
+        scale = weight.reshape(ctx.view)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            if ctx.across:
+                dot = (x * g).flatten(1).sum(1).reshape(norm.shape)
+            else:
+                dot = (x * g).sum(1, keepdim=True)
+            dx = (g - x * (dot / (norm * norm))) / norm * scale
+        if ctx.needs_input_grad[1]:
+            per = x / norm * g  # top / scale, times the top's gradient
+            if weight.dim() == 0:
+                dw = per.sum()
+            else:
+                dw = per.sum([d for d in range(x.dim()) if d != 1])
+        return dx, dw, None, None, None
+
+
 class Normalize(CaffeLayer):
     """SSD's L2 normalisation: ``x / sqrt(sum x^2 + eps) * scale``, the sum over
     (C, H, W) per sample (``across_spatial``) or over C at each position, where
-    Caffe adds eps before the sum of squares is taken."""
+    Caffe adds eps before the sum of squares is taken; its gradient is Caffe's
+    (:class:`_CaffeNormalize`)."""
 
     blob_names = ("weight",)
 
@@ -164,12 +207,7 @@ class Normalize(CaffeLayer):
         self.across, self.eps, self.view = across, eps, view
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sq = x * x
-        if self.across:
-            norm = torch.sqrt(sq.flatten(1).sum(1) + self.eps).reshape((-1,) + (1,) * (x.dim() - 1))
-        else:
-            norm = torch.sqrt(sq.sum(1, keepdim=True) + self.eps)
-        return x / norm * self.weight.reshape(self.view)
+        return _CaffeNormalize.apply(x, self.weight, self.across, self.eps, self.view)
 
 
 def normalize(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:

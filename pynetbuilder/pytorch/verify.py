@@ -154,19 +154,50 @@ def verify(
     if weights is not None:  # refused here, with the mismatches named, before Caffe runs
         load_caffemodel(module, weights)
     data = dict(inputs) if inputs is not None else random_inputs(a, module, seed)
-    drop = ("Accuracy",) if gradients else ()
+    drop = _without_backward(a.net) if gradients else ()
     ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop)
     top_diffs = None
     if gradients and not module.loss_weights:
         rng = np.random.default_rng(seed + 1)
         top_diffs = {o: rng.standard_normal(a.shapes[o]).astype(np.float32)
-                     for o in module.outputs}
+                     for o in _outputs(ready)}
     with tempfile.TemporaryDirectory(prefix="pynetbuilder-verify-") as tmp:
         run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
                         backward=gradients, keep=Path(tmp))
         if weights is None:
             load_caffemodel(module, run.weights)
     return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer)
+
+
+def _without_backward(net: Any) -> tuple[str, ...]:
+    """The types to leave out of a backward run: Caffe has no backward pass for them
+    (Accuracy, ArgMax, Threshold, DetectionOutput ...: NOT_IMPLEMENTED aborts, and
+    verify's forced backward reaches every layer).  Left out, their outputs are not
+    compared; a layer reading one of them makes the net unfit for --gradients."""
+    from pynetbuilder.errors import UsageError
+    from pynetbuilder.kinds import Category, types_with
+
+    types = types_with(Category.NO_BACKWARD)
+    layers = list(net.layer)
+    for i, layer in enumerate(layers):
+        if layer.type not in types:
+            continue
+        reader = next((la for la in layers[i:] if set(layer.top) & set(la.bottom)), None)
+        if reader is not None:  # a later layer, or the layer itself working in place
+            raise UsageError(f"layer {layer.name!r} ({layer.type}) has no backward pass in "
+                             f"Caffe and layer {reader.name!r} reads its output: the net's "
+                             "gradients cannot be compared (verify it without --gradients)")
+    return tuple(sorted(types))
+
+
+def _outputs(net: Any) -> list[str]:
+    """The blobs no later layer reads (a net's outputs), in order."""
+    available: dict[str, None] = dict.fromkeys(net.input)
+    for layer in net.layer:
+        for b in layer.bottom:
+            available.pop(b, None)
+        available.update(dict.fromkeys(layer.top))
+    return list(available)
 
 
 def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.ndarray],
