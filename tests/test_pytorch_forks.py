@@ -438,7 +438,7 @@ def test_verify_refuses_a_net_caffe_cannot_run_in_one_line(tmp_path, capsys):
                                  "--input-shape", "3,40,48", "--json", str(report),
                                  capsys=capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "cannot run layer 'conv1_bn' (BN, a layer type of the segnet fork)" in err
+    assert "cannot run layer 'conv1_bn' (BN, a layer type of the segnet/pspnet fork)" in err
     assert not report.exists()
     dropout = one_layer(tmp_path, {"x": (2, 5)}, 'layer { name: "d" type: "Dropout" '
                         'bottom: "x" top: "d" dropout_param { dropout_ratio: 0.5 '

@@ -31,7 +31,8 @@ def _view(layer: LayerLike):  # noqa: ANN202 - a dialect LayerParameter
 
 def is_segnet_bn(layer: LayerLike) -> bool:
     """SegNet's BN (it sets one of SegNet's fields: ``bn_mode``, ``scale_filler``,
-    ``shift_filler``) rather than PSPNet's (this build's BNParameter)."""
+    ``shift_filler``) rather than PSPNet's (whose fields are the BNParameter of this
+    build's caffe.proto, though this build registers no BN layer)."""
     p = _view(layer).bn_param
     return any(p.HasField(f) for f in ("bn_mode", "scale_filler", "shift_filler"))
 
@@ -39,8 +40,8 @@ def is_segnet_bn(layer: LayerLike) -> bool:
 def _bn(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
         ) -> LayerCost:
     """SegNet's BN (caffe-segnet bn_layer.cpp: scale and shift, 1 x C x 1 x 1) and
-    PSPNet's, this build's BNParameter (PSPNet bn_layer.cpp: the same two plus the
-    moving mean and variance, not learnt)."""
+    PSPNet's, set by this build's BNParameter (PSPNet bn_layer.cpp: the same two plus
+    the moving mean and variance, not learnt)."""
     bottom = bottoms[0]
     if len(bottom) > 4:
         raise refuse(layer, f"takes at most 4 axes (Caffe's legacy shape), got {bottom}")
@@ -187,8 +188,8 @@ def _dense_image_data(layer: LayerLike, bottoms: list[Shape],
 
 
 KINDS = (
-    kind("BN", _bn, category=Category.INPLACE, param="bn_param", origin="segnet", short="BN",
-         torch="emit_forks:bn"),
+    kind("BN", _bn, category=Category.INPLACE, param="bn_param", origin="segnet/pspnet",
+         short="BN", torch="emit_forks:bn"),
     kind("Interp", _interp, origin="pspnet", torch="emit_forks:interp"),
     kind("ShuffleChannel", _shuffle_channel, origin="shufflenet",
          torch="emit_forks:shuffle_channel"),
