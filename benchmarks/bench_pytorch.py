@@ -83,8 +83,7 @@ def build(batch: int):
 
     def step_ours():
         opt_ours.zero_grad(set_to_none=True)
-        blobs = train.run({"data": x, "label": flabel})
-        train.loss(blobs).backward()
+        train.loss(train(data=x, label=flabel)).backward()  # as the torch engine runs it
         opt_ours.step()
 
     def step_theirs():

@@ -28,18 +28,37 @@ class BatchNorm(CaffeLayer):
         self.register_buffer("variance", torch.ones(channels))
         self.register_buffer("scale_factor", torch.ones(1))
         self.eps, self.maf, self.global_stats = eps, maf, global_stats
+        self._global: tuple = ((), None, None)  # (the blobs' identity, mean / s, var / s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.affine(x, None, None)
+
+    def global_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean / s`` and ``variance / s`` (0 when ``s`` is 0).  Six small tensor
+        operations cost about as much as the normalisation itself on a 2-thread CPU, so
+        eager calls reuse them until a blob changes (its storage or version counter: a
+        weight load or an update); a trace (fx, TorchScript, ONNX, torch.compile) always
+        records the operations."""
+        blobs = (self.mean, self.variance, self.scale_factor)
+        tracing = (torch.jit.is_tracing() or torch.compiler.is_compiling()
+                   or isinstance(self.mean, torch.fx.Proxy))
+        key = () if tracing else tuple((b.data_ptr(), b._version) for b in blobs)
+        if key and key == self._global[0]:
+            return self._global[1], self._global[2]
+        with torch.no_grad():
+            s = self.scale_factor
+            inv = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
+            mean, var = self.mean * inv, self.variance * inv
+        if key:
+            self._global = (key, mean, var)
+        return mean, var
 
     def affine(self, x: torch.Tensor, weight: torch.Tensor | None,
                bias: torch.Tensor | None) -> torch.Tensor:
         """Normalise, then ``* weight + bias`` (a following Scale layer) in one operation."""
         if self.global_stats:
-            s = self.scale_factor
-            inv = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
-            return nnf.batch_norm(x, self.mean * inv, self.variance * inv, weight, bias,
-                                False, 0.0, self.eps)
+            mean, var = self.global_statistics()
+            return nnf.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         mean = torch.zeros_like(self.mean)
         var = torch.zeros_like(self.variance)
         y = nnf.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)

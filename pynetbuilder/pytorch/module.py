@@ -82,6 +82,7 @@ class CaffeNet(nn.Module):
         self.inputs = tuple(inputs)
         self.outputs = tuple(available)
         self._steps = _in_place(_fused(steps)) if fuse else steps
+        self._lean = _with_last_uses(self._steps, set(self.outputs))
 
     def _attr_name(self, name: str) -> str:
         attr = name.replace(".", "_") or "_"
@@ -94,8 +95,20 @@ class CaffeNet(nn.Module):
         return {name: getattr(self, attr) for name, attr in self.attr_of.items()}
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The outputs; each blob is let go after the last step that reads it (as an
+        ordinary module's locals are), so a batch's activations are not all held at
+        once: at batch 32, ResNet-50's blobs are 6 GB (:meth:`run` keeps them all)."""
         # each input looked up by name (not iterated), so torch.fx can trace it
-        blobs = self.run({name: inputs[name] for name in self.inputs})
+        blobs = {name: inputs[name] for name in self.inputs}
+        for fn, bottoms, tops, done in self._lean:
+            out = fn(*[blobs[b] for b in bottoms])
+            if len(tops) == 1:
+                blobs[tops[0]] = out
+            else:
+                for top, value in zip(tops, out):
+                    blobs[top] = value
+            for name in done:
+                del blobs[name]
         return {name: blobs[name] for name in self.outputs}
 
     def run(self, inputs: Mapping[str, torch.Tensor],
@@ -196,6 +209,21 @@ def _in_place(steps: list) -> list:
             continue
         out[i] = (_ReLUInPlace(slope), bottoms, tops)
     return out
+
+
+def _with_last_uses(steps: list, keep: set[str]) -> list:
+    """``steps`` as (fn, bottoms, tops, done): ``done``, the blobs (not in ``keep``) that
+    no later step reads or writes, to be let go after this one."""
+    last: dict[str, int] = {}
+    for i, (_, bottoms, tops) in enumerate(steps):
+        for name in (*bottoms, *tops):
+            last[name] = i
+    done: list[list[str]] = [[] for _ in steps]
+    for name, i in last.items():
+        if name not in keep:
+            done[i].append(name)
+    return [(fn, bottoms, tops, tuple(done[i]))
+            for i, (fn, bottoms, tops) in enumerate(steps)]
 
 
 def _fused(steps: list) -> list:
