@@ -170,3 +170,27 @@ def write_digits_lmdb(folder: Path, size: int) -> Path:
 # SIGINT at its default (exec resets handled signals, not ignored ones).
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def fill_caffe_weights(net, seed: int, std: float | None = 0.3,
+                       scale_near_one: bool = False) -> None:
+    """Every parameter blob of a pycaffe net at random, N(0, std) (``std`` None: weights
+    N(0, 1/sqrt(fan-in)), other blobs N(0, 0.2)); BatchNorm's statistics sane (mean
+    N(0, 0.1), variance in [0.5, 1.5], scale factor 1), and with ``scale_near_one``
+    Scale's factors in [0.5, 1.5]."""
+    rng = np.random.default_rng(seed)
+    types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
+    for name, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            shape = blob.data.shape
+            if std is None:
+                spread = 1 / np.sqrt(np.prod(shape[1:])) if i == 0 and len(shape) >= 2 else 0.2
+            else:
+                spread = std
+            data = rng.normal(0, spread, shape)
+            if types[name] == "BatchNorm":
+                data = [rng.normal(0, 0.1, shape), rng.uniform(0.5, 1.5, shape),
+                        np.ones(shape)][i]
+            if scale_near_one and types[name] == "Scale" and i == 0:
+                data = rng.uniform(0.5, 1.5, shape)
+            blob.data[...] = data

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_command
+from conftest import fill_caffe_weights, run_command
 
 from pynetbuilder.errors import NetError
 from pynetbuilder.pytorch import save_caffemodel, to_module
@@ -250,28 +250,13 @@ def test_roi_pooling_equals_opencv_and_the_fast_rcnn_loops(tmp_path):
 # ------------------------------------------------------------ real Caffe as the judge
 
 
-def caffe_random_weights(net, seed: int) -> None:
-    """Every parameter blob of a pycaffe net at random, as :func:`randomize` (BatchNorm:
-    mean N(0, 0.1), variance in [0.5, 1.5], scale factor 1)."""
-    rng = np.random.default_rng(seed)
-    types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
-    for name, blobs in net.params.items():
-        for i, blob in enumerate(blobs):
-            shape = blob.data.shape
-            std = 1 / np.sqrt(np.prod(shape[1:])) if i == 0 and len(shape) >= 2 else 0.2
-            data = rng.normal(0, std, shape)
-            if types[name] == "BatchNorm":
-                data = [rng.normal(0, 0.1, blob.data.shape),
-                        rng.uniform(0.5, 1.5, blob.data.shape), np.ones(blob.data.shape)][i]
-            blob.data[...] = data
-
 
 def caffe_forward(caffe, text: str, folder: Path, inputs: dict[str, np.ndarray], seed: int):
     """Real Caffe on ``text`` with random weights: its blobs and parameter blobs."""
     path = folder / "caffe.prototxt"
     path.write_text(text)
     net = caffe.Net(str(path), caffe.TEST)
-    caffe_random_weights(net, seed)
+    fill_caffe_weights(net, seed, std=None)
     for name, value in inputs.items():
         net.blobs[name].data[...] = value
     net.forward()

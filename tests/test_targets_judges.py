@@ -11,6 +11,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import fill_caffe_weights
 
 from pynetbuilder import models
 from pynetbuilder.kinds import KINDS
@@ -21,27 +22,12 @@ from pynetbuilder.targets.writer import EXTEND_SUFFIX, extension_weights, for_ta
 cv2 = pytest.importorskip("cv2")
 
 
-def random_weights(net, seed: int) -> None:
-    """Fill every parameter blob of a pycaffe net; BatchNorm statistics kept sane
-    (positive variance, moving-average factor 1)."""
-    rng = np.random.default_rng(seed)
-    for name, blobs in net.params.items():
-        layer_type = net.layers[list(net._layer_names).index(name)].type
-        for i, blob in enumerate(blobs):
-            data = rng.normal(0, 0.1, blob.data.shape).astype(np.float32)
-            if layer_type == "BatchNorm":
-                data = [rng.normal(0, 0.1, blob.data.shape), rng.uniform(0.5, 1.5, blob.data.shape),
-                        np.ones(blob.data.shape)][i].astype(np.float32)
-            if layer_type == "Scale" and i == 0:
-                data = rng.uniform(0.5, 1.5, blob.data.shape).astype(np.float32)
-            blob.data[...] = data
-
 
 def caffe_with_weights(caffe, tmp_path, proto, seed: int):
     path = tmp_path / "original.prototxt"
     path.write_text(to_text(proto))
     net = caffe.Net(str(path), caffe.TEST)
-    random_weights(net, seed)
+    fill_caffe_weights(net, seed, std=0.1, scale_near_one=True)
     weights = tmp_path / "original.caffemodel"
     net.save(str(weights))
     return net, weights

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_command
+from conftest import fill_caffe_weights, run_command
 
 from pynetbuilder.errors import NetError
 from pynetbuilder.inspect import load
@@ -76,21 +76,6 @@ def mnn_run(model: Path, inputs: dict[str, np.ndarray], outputs: list[str], fold
     return dict(np.load(out))
 
 
-def random_weights(net, seed: int) -> None:
-    """Every parameter blob of a pycaffe net; BatchNorm statistics kept sane (positive
-    variance, moving-average factor 1), Scale's factors near 1."""
-    rng = np.random.default_rng(seed)
-    types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
-    for name, blobs in net.params.items():
-        for i, blob in enumerate(blobs):
-            data = rng.normal(0, 0.3, blob.data.shape)
-            if types[name] == "BatchNorm":
-                data = [rng.normal(0, 0.1, blob.data.shape),
-                        rng.uniform(0.5, 1.5, blob.data.shape), np.ones(blob.data.shape)][i]
-            if types[name] == "Scale" and i == 0:
-                data = rng.uniform(0.5, 1.5, blob.data.shape)
-            blob.data[...] = data
-
 
 def caffe_and_mnn(caffe, folder: Path, caffe_text: str, inputs: dict[str, np.ndarray],
                   outputs: list[str], mnn_text: str | None = None, seed: int = 0):
@@ -99,7 +84,7 @@ def caffe_and_mnn(caffe, folder: Path, caffe_text: str, inputs: dict[str, np.nda
     deploy = folder / "caffe.prototxt"
     deploy.write_text(caffe_text)
     net = caffe.Net(str(deploy), caffe.TEST)
-    random_weights(net, seed)
+    fill_caffe_weights(net, seed, scale_near_one=True)
     weights = folder / "weights.caffemodel"
     net.save(str(weights))
     for name, value in inputs.items():
@@ -166,7 +151,7 @@ def test_eltwise_coefficients_written_as_power_layers_compute_the_same_in_caffe(
     original = tmp_path / "original.prototxt"
     original.write_text(to_text(proto))
     net = caffe.Net(str(original), caffe.TEST)
-    random_weights(net, 3)
+    fill_caffe_weights(net, 3, scale_near_one=True)
     weights = tmp_path / "w.caffemodel"
     net.save(str(weights))
     written = for_target(proto, "mnn")

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_command
+from conftest import ROOT, fill_caffe_weights, run_command
 
 from pynetbuilder.inspect import load
 from pynetbuilder.pytorch.adapter import analysed
@@ -201,17 +201,6 @@ class Probe(NamedTuple):
     text: str  # what RKNN reads (and check judges)
 
 
-def _fill(net, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    types = dict(zip(net._layer_names, (layer.type for layer in net.layers)))
-    for name, blobs in net.params.items():
-        for i, blob in enumerate(blobs):
-            data = rng.normal(0, 0.3, blob.data.shape)
-            if types[name] == "BatchNorm":
-                data = [rng.normal(0, 0.1, blob.data.shape),
-                        rng.uniform(0.5, 1.5, blob.data.shape), np.ones(blob.data.shape)][i]
-            blob.data[...] = data
-
 
 def probe(caffe, folder: Path, shape: tuple[int, ...], body: str,
           rknn_body: str | None = None) -> Probe:
@@ -224,7 +213,7 @@ def probe(caffe, folder: Path, shape: tuple[int, ...], body: str,
             f'input_param {{ shape {{ {dims} }} }} }}\n')
     (folder / "caffe.prototxt").write_text(head + body)
     net = caffe.Net(str(folder / "caffe.prototxt"), caffe.TEST)
-    _fill(net, 0)
+    fill_caffe_weights(net, 0)
     net.save(str(folder / "net.caffemodel"))
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     net.blobs["data"].data[...] = x
