@@ -84,6 +84,32 @@ def test_onnx_keeps_caffes_pooling_rounding(tmp_path, capsys):
         assert close(value, run.blobs[name]), name
 
 
+def test_fx_and_compile_on_a_resnet_with_batchnorm_and_inner_product():
+    """torch.fx and torch.compile on the family the speed benchmark times (BatchNorm's
+    cached global statistics, InnerProduct's flatten decided when the net is analysed:
+    its forward used to branch on the tensor's rank, which fx cannot trace), and a
+    weight load after a first call is seen (the cache follows the blobs)."""
+    from pynetbuilder.pytorch import to_module
+
+    module = to_module("resnet_imagenet:blocks=1,1,1,1").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = module(data=x)
+        gm = torch.fx.symbolic_trace(module)
+        compiled = torch.compile(module, backend="eager")
+        for name, value in expected.items():
+            assert torch.allclose(gm(data=x)[name], value, atol=1e-6), name
+            assert torch.allclose(compiled(data=x)[name], value, atol=1e-6), name
+        bn = next(m for m in module.modules() if type(m).__name__ == "BatchNorm")
+        bn.scale_factor.copy_(torch.tensor([2.0]))  # now the statistics are halved
+        changed = module(data=x)
+        fresh = to_module("resnet_imagenet:blocks=1,1,1,1").eval()
+        fresh.load_state_dict(module.state_dict())
+        for name, value in fresh(data=x).items():
+            assert torch.equal(changed[name], value), name
+        assert any(not torch.equal(changed[n], expected[n]) for n in expected)
+
+
 def test_torchscript_and_fx_and_compile(tmp_path, capsys):
     """The module traces: TorchScript archive, torch.fx and torch.compile agree with it."""
     from pynetbuilder.pytorch import to_module

@@ -69,16 +69,23 @@ def deconvolution(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: st
 
 
 class InnerProduct(CaffeLayer):
-    def __init__(self, axis: int, k: int, n: int, bias: bool, transpose: bool) -> None:
+    """``ndim``: the input's number of axes, known when the net is analysed (so the
+    forward holds no control flow on the tensor: torch.fx traces it)."""
+
+    def __init__(self, axis: int, k: int, n: int, bias: bool, transpose: bool,
+                 ndim: int) -> None:
         super().__init__()
         self.weight = param((k, n) if transpose else (n, k), k)
         self.bias = param((n,), k) if bias else None
         self.blob_names = ("weight", "bias") if bias else ("weight",)
         self.axis, self.transpose = axis, transpose
+        self.flatten = axis < ndim - 1
+        self.unsqueeze = axis == ndim  # K = 1 past the last axis
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(self.axis) if self.axis < x.dim() - 1 else x
-        if x.dim() == self.axis:  # K = 1 past the last axis
+        if self.flatten:
+            x = x.flatten(self.axis)
+        if self.unsqueeze:
             x = x.unsqueeze(-1)
         if self.transpose:
             y = x @ self.weight
@@ -91,4 +98,4 @@ def inner_product(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: st
     b = bottoms[0]
     axis = caffe_axis(p.axis, len(b))
     k = math.prod(b[axis:])
-    return InnerProduct(axis, k, p.num_output, p.bias_term, p.transpose)
+    return InnerProduct(axis, k, p.num_output, p.bias_term, p.transpose, len(b))

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as nnf
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, caffe_axis
 
@@ -41,7 +42,7 @@ class BatchNorm(CaffeLayer):
         records the operations."""
         blobs = (self.mean, self.variance, self.scale_factor)
         tracing = (torch.jit.is_tracing() or torch.compiler.is_compiling()
-                   or isinstance(self.mean, torch.fx.Proxy))
+                   or is_fx_symbolic_tracing() or isinstance(self.mean, torch.fx.Proxy))
         key = () if tracing else tuple((b.data_ptr(), b._version) for b in blobs)
         if key and key == self._global[0]:
             return self._global[1], self._global[2]
