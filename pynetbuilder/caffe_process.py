@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pynetbuilder.errors import UsageError
 from pynetbuilder.interrupts import Terminated, die_with_parent
@@ -199,3 +199,22 @@ def failure_reason(lines: Sequence[str]) -> str:
         return "no output"
     m = _GLOG_PREFIX.match(rest[-1])
     return f"its last line: {m[2].strip() if m else rest[-1]}"
+
+
+def cpu_engine(layer: Any) -> list[str]:
+    """Set ``engine: CUDNN`` (common in published prototxt) to ``engine: CAFFE`` in
+    ``layer``'s settings, in place: Caffe's CPU build aborts on CUDNN ("unknown
+    engine"); the engines compute one function.  The settings changed (``convolution_param``
+    ...), for the caller to say so."""
+    changed = []
+    for descriptor, value in layer.ListFields():
+        if descriptor.type != descriptor.TYPE_MESSAGE or not hasattr(value, "DESCRIPTOR"):
+            continue  # not a settings message (a repeated field is a container)
+        engine = value.DESCRIPTOR.fields_by_name.get("engine")
+        if engine is None or engine.enum_type is None or not value.HasField("engine"):
+            continue
+        names = engine.enum_type.values_by_name
+        if "CUDNN" in names and value.engine == names["CUDNN"].number:
+            value.engine = names["CAFFE"].number
+            changed.append(descriptor.name)
+    return changed

@@ -227,3 +227,26 @@ def test_time_reports_caffe_failing(tmp_path):
     assert "caffe time failed" in proc.stderr and "No such file" in proc.stderr
     proc = pnb("time", "resnet", "--phase", "train", "--train_source", "nowhere", cwd=tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_time_runs_a_net_asking_for_cudnn_on_the_cpu(tmp_path):
+    """Published prototxt often set ``engine: CUDNN``; Caffe's CPU build aborts on it
+    ("unknown engine").  ``time`` on the CPU times Caffe's own engine and says so; real
+    Caffe runs the net and reports every layer."""
+    (tmp_path / "net.prototxt").write_text(
+        'input: "data" input_shape { dim: 2 dim: 3 dim: 16 dim: 16 }\n'
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+        'convolution_param { num_output: 4 kernel_size: 3 engine: CUDNN '
+        'weight_filler { type: "xavier" } } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" '
+        'relu_param { engine: CUDNN } }\n'
+        'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" '
+        'pooling_param { pool: MAX kernel_size: 2 stride: 2 engine: CAFFE } }\n')
+    proc = pnb("time", "net.prototxt", "--iterations", "2", "--phase", "test", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: layer 'conv' (Convolution) asks for engine CUDNN; timed with "
+                     "Caffe's own engine (CPU)",
+                     "note: layer 'relu' (ReLU) asks for engine CUDNN; timed with Caffe's "
+                     "own engine (CPU)"]
+    assert all(name in proc.stdout for name in ("conv", "relu", "pool"))

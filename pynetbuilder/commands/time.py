@@ -166,6 +166,13 @@ def main(argv: Sequence[str]) -> None:
         raise UsageError(f"--gpu takes one device number for time (caffe time runs on one "
                          f"GPU), got {args.gpu!r}")
     training.caffe_tool(args.gpu)
+    if args.gpu is None:  # the CPU build has no cuDNN: its own engine computes the same
+        from pynetbuilder.caffe_process import cpu_engine
+
+        for layer in proto.layer:
+            if cpu_engine(layer):
+                print(f"note: layer {layer.name!r} ({layer.type}) asks for engine CUDNN; "
+                      "timed with Caffe's own engine (CPU)")
     keep = Path(args.keep) if args.keep else None
     timing, _ = time_net(proto, phase, iterations=args.iterations, gpu=args.gpu, keep=keep)
     types = layer_types(proto)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pynetbuilder.caffe_process import cpu_engine
 from pynetbuilder.schema import caffe_pb2
 
 SHAKE = ("pynetbuilder.caffe_layers.shake_shake", "ShakeShake")
@@ -68,7 +69,7 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
         del new.exclude[:]
         if layer.type == "DetectionOutput":
             _no_side_effects(new.detection_output_param)
-        _caffe_engine(new)
+        cpu_engine(new)
         if layer.type == "Python" and (layer.python_param.module,
                                        layer.python_param.layer) == SHAKE:
             new.python_param.param_str = json.dumps({"seed": seed + shake})
@@ -114,21 +115,6 @@ def _no_side_effects(p: Any) -> None:
     p.ClearField("visualize")
     p.ClearField("visualize_threshold")
     p.ClearField("save_file")
-
-
-def _caffe_engine(layer: Any) -> None:
-    """``engine: CUDNN`` (common in published prototxt) as ``engine: CAFFE``: the CPU
-    build aborts on it ("has unknown engine"); both engines compute the layer's one
-    function, and Caffe's own CPU code is the reference here."""
-    for descriptor, value in layer.ListFields():
-        if descriptor.type != descriptor.TYPE_MESSAGE or not hasattr(value, "DESCRIPTOR"):
-            continue  # not a settings message (a repeated field is a container)
-        engine = value.DESCRIPTOR.fields_by_name.get("engine")
-        if engine is None or engine.enum_type is None or not value.HasField("engine"):
-            continue
-        names = engine.enum_type.values_by_name
-        if "CUDNN" in names and value.engine == names["CUDNN"].number:
-            value.engine = names["CAFFE"].number
 
 
 def out_of_place(net: Any) -> Any:
