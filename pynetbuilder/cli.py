@@ -64,14 +64,15 @@ def positive_int(text: str) -> int:
     return value
 
 
-def finite_float(text: str) -> float:
-    """A flag's number: any finite float (``nan``, ``inf`` are refused)."""
+def finite_float(text: str, of: str = "") -> float:
+    """A flag's number: any finite float (``nan``, ``inf`` are refused); ``of`` says of
+    what in the messages (`` of epochs``)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number{of}, got {text!r}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number{of}, got {text!r}")
     return value
 
 

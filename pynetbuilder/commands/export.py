@@ -76,7 +76,7 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
                              "pynetbuilder[torch]") from None
     outputs = [b for b in args.outputs.split(",") if b] if args.outputs else None
     wrapped = exportable(module.eval(), outputs)  # EmitError before anything is traced
-    data = export_bytes(module, args.to, opset=args.opset, wrapped=wrapped)
+    data = export_bytes(wrapped, args.to, opset=args.opset)
     write_files({Path(args.output): data})
     left_out = "".join(f"; layer {name!r} ({kind}) not exported: it runs on the host, its "
                        "inputs are outputs" for name, kind in wrapped.left_out)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,12 +66,7 @@ _SOLVER_FLAGS = ("recipe", *_RECIPE_FLAGS, "train_size", "test_size", "test_ever
 
 
 def _epochs(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of epochs, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of epochs, got {text!r}")
+    value = finite_float(text, " of epochs")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
     return value

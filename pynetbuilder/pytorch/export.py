@@ -23,6 +23,7 @@ from torch import nn
 
 from pynetbuilder.pytorch.base import EmitError
 from pynetbuilder.pytorch.emit_pool import Pooling
+from pynetbuilder.pytorch.module import execute, with_last_uses
 
 FORMATS = ("onnx", "torchscript")
 
@@ -62,15 +63,10 @@ class Positional(nn.Module):
                 f"depends on the data; a trace would keep one input's result as a constant) "
                 f"{why}: export the blobs it reads instead "
                 f"(--outputs {','.join(dict.fromkeys(layer.bottom))})")
+        self._run = with_last_uses(self.steps, set(self.output_names))
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        blobs = dict(zip(self.input_names, xs))
-        for fn, bottoms, tops in self.steps:
-            out = fn(*[blobs[b] for b in bottoms])
-            if len(tops) == 1:
-                blobs[tops[0]] = out
-            else:
-                blobs.update(zip(tops, out))
+        blobs = execute(self._run, dict(zip(self.input_names, xs)))
         return tuple(blobs[name] for name in self.output_names)
 
 
@@ -112,13 +108,12 @@ def example_inputs(net: Any, names: Sequence[str] | None = None) -> tuple[torch.
 
 def export_bytes(net: Any, fmt: str, opset: int = 17,
                  inputs: Sequence[torch.Tensor] | None = None,
-                 outputs: Sequence[str] | None = None,
-                 wrapped: Positional | None = None) -> bytes:
-    """The net as an ONNX model or a TorchScript archive (bytes); ``outputs``: the
-    blobs it gives (see :class:`Positional`); ``wrapped``: the net's :func:`exportable`
-    when the caller already made it."""
-    wrapped = wrapped if wrapped is not None else exportable(net, outputs)
-    args = tuple(inputs) if inputs is not None else example_inputs(net, wrapped.input_names)
+                 outputs: Sequence[str] | None = None) -> bytes:
+    """The net (a CaffeNet, or one :func:`exportable` already made) as an ONNX model or a
+    TorchScript archive (bytes); ``outputs``: the blobs it gives (see :class:`Positional`)."""
+    wrapped = net if isinstance(net, Positional) else exportable(net, outputs)
+    args = tuple(inputs) if inputs is not None else example_inputs(wrapped.net,
+                                                                   wrapped.input_names)
     buffer = io.BytesIO()
     with torch.no_grad():
         if fmt == "onnx":

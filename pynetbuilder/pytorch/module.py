@@ -82,7 +82,7 @@ class CaffeNet(nn.Module):
         self.inputs = tuple(inputs)
         self.outputs = tuple(available)
         self._steps = _in_place(_fused(steps)) if fuse else steps
-        self._lean = _with_last_uses(self._steps, set(self.outputs))
+        self._lean = with_last_uses(self._steps, set(self.outputs))
 
     def _attr_name(self, name: str) -> str:
         attr = name.replace(".", "_") or "_"
@@ -99,16 +99,7 @@ class CaffeNet(nn.Module):
         ordinary module's locals are), so a batch's activations are not all held at
         once: at batch 32, ResNet-50's blobs are 6 GB (:meth:`run` keeps them all)."""
         # each input looked up by name (not iterated), so torch.fx can trace it
-        blobs = {name: inputs[name] for name in self.inputs}
-        for fn, bottoms, tops, done in self._lean:
-            out = fn(*[blobs[b] for b in bottoms])
-            if len(tops) == 1:
-                blobs[tops[0]] = out
-            else:
-                for top, value in zip(tops, out):
-                    blobs[top] = value
-            for name in done:
-                del blobs[name]
+        blobs = execute(self._lean, {name: inputs[name] for name in self.inputs})
         return {name: blobs[name] for name in self.outputs}
 
     def run(self, inputs: Mapping[str, torch.Tensor],
@@ -211,7 +202,22 @@ def _in_place(steps: list) -> list:
     return out
 
 
-def _with_last_uses(steps: list, keep: set[str]) -> list:
+def execute(steps: list, blobs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Run ``steps`` as :func:`with_last_uses` gives them on ``blobs`` (updated and
+    returned): each step's tops bound, then the blobs it was the last to use let go."""
+    for fn, bottoms, tops, done in steps:
+        out = fn(*[blobs[b] for b in bottoms])
+        if len(tops) == 1:
+            blobs[tops[0]] = out
+        else:
+            for top, value in zip(tops, out):
+                blobs[top] = value
+        for name in done:
+            del blobs[name]
+    return blobs
+
+
+def with_last_uses(steps: list, keep: set[str]) -> list:
     """``steps`` as (fn, bottoms, tops, done): ``done``, the blobs (not in ``keep``) that
     no later step reads or writes, to be let go after this one."""
     last: dict[str, int] = {}
