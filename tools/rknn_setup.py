@@ -39,6 +39,9 @@ from importlib import metadata
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+from pynetbuilder.interrupts import die_with_parent  # noqa: E402  (the children die with it)
+
 JUDGE = REPO_ROOT / ".venv-rknn"
 STAMP = JUDGE / ".installed"
 TORCH_LINKS = JUDGE / "project-torch"  # links to the project venv's torch and its needs
@@ -109,7 +112,7 @@ def base_interpreter() -> str:
 
 
 def run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_parent)
     if proc.returncode != 0:
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
         raise SetupError(f"{what} failed: {tail[0]}")
@@ -176,6 +179,7 @@ def smoke_test() -> str:
     code = ("import numpy, torch; from rknn.api import RKNN; from importlib import metadata; "
             "print(numpy.__version__, torch.__version__, metadata.version('rknn-toolkit2'))")
     proc = subprocess.run([str(judge_python()), "-c", code], capture_output=True, text=True,
+                          preexec_fn=die_with_parent,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
