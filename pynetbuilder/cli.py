@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from pynetbuilder.errors import NetError, UsageError
-from pynetbuilder.graph import Net, Phase, prototxt_files
 from pynetbuilder.interrupts import Terminated, exit_status, signal_of, signals_as_exceptions
 
-if TYPE_CHECKING:  # the data settings load only for the commands that build a model
+if TYPE_CHECKING:  # the builder and data settings load only for the commands that build
+    from pynetbuilder.graph import Net
     from pynetbuilder.legos import ClassificationData
 
 EXIT_USAGE = 2
@@ -131,6 +131,8 @@ def emit(net: Net, args: argparse.Namespace, out: TextIO | None = None) -> None:
 
     Layers the analysis could not size (a type without a shape rule ...) do not stop
     the writing: the report names them and its totals exclude them."""
+    from pynetbuilder.graph import Phase, prototxt_files
+
     out = out or sys.stdout
     report = net.report(Phase.DEPLOY)  # raises (a net Caffe would refuse) before writing
     files: dict[Path, str] = {}

@@ -126,3 +126,23 @@ def test_a_reader_that_goes_away_ends_quietly(tmp_path):
         executable="/bin/bash",
     )
     assert piped.returncode == 0, piped.stderr
+
+
+def test_reading_commands_do_not_load_the_builder(tmp_path):
+    """``analyze`` of a prototxt and ``--version`` import neither the builder (graph,
+    legos, models) nor, for ``--version``, Caffe's schema (start-up, issue 11)."""
+    prototxt = tmp_path / "n.prototxt"
+    prototxt.write_text("layer { name: 'x' type: 'Input' top: 'x' "
+                        "input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n"
+                        "layer { name: 'r' type: 'ReLU' bottom: 'x' top: 'r' }\n")
+    code = ("import sys, io, contextlib; from pynetbuilder.commands import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out: status = main(sys.argv[1:])\n"
+            "print(status, 'ReLU' in out.getvalue(), sorted(m for m in sys.modules if m in "
+            "('pynetbuilder.graph', 'pynetbuilder.legos', 'pynetbuilder.models', "
+            "'pynetbuilder.proto.caffe_pb2')))")
+    for argv, loaded in (([str(prototxt)], ["pynetbuilder.proto.caffe_pb2"]), (["--x"], [])):
+        argv = ["analyze", *argv] if loaded else ["--version"]
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                             text=True, check=True).stdout.split(" ", 2)
+        assert out[0] == "0" and eval(out[2]) == loaded, out  # noqa: S307 - our list literal
+        assert out[1] == str(bool(loaded)), out
