@@ -55,6 +55,40 @@ PNB = ROOT / ".venv" / "bin" / "pynetbuilder"
 SCHEMA_IMPORT = f"import sys; sys.path.insert(0, {str(ROOT / 'pynetbuilder' / 'proto')!r}); " \
     "import %s"
 
+# The least a Python reader of prototxt does: tokenise with one regex into nested dicts
+# of strings.  Not pynetbuilder's reader (it checks every name, type and range against
+# Caffe's schema); a floor under any reader, for the README's start-up figures.
+LEAST_READER = r"""
+import re, sys
+token = re.compile(r'\s*(?:#[^\n]*\s*)*(?:([A-Za-z_]\w*)\s*(?::\s*("(?:[^"\\]|\\.)*"'
+                   r"|'(?:[^'\\]|\\.)*'|[^\s{}#]+)|:?\s*\{)|(\}))")
+stack = [{}]
+for m in token.finditer(open(sys.argv[1]).read()):
+    name, value, close = m.groups()
+    if close:
+        stack.pop()
+    elif value is not None:
+        stack[-1].setdefault(name, []).append(value)
+    else:
+        stack[-1].setdefault(name, []).append({})
+        stack.append(stack[-1][name][-1])
+print(len(stack[0]["layer"]))
+"""
+
+# analyze's work without its start-up: the same command run again in a warm process
+WARM_ANALYZE = """
+import contextlib, gc, io, statistics, sys, time
+from pynetbuilder.commands import main
+times = []
+for _ in range(30):
+    gc.collect()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["analyze", sys.argv[1]])
+    times.append(time.perf_counter() - t0)
+print(statistics.median(times))
+"""
+
 IN_PROCESS = """
 import gc, statistics, time
 from pynetbuilder.models import resnet_imagenet
@@ -131,6 +165,10 @@ def main() -> None:
                                                  % "caffe_pb2"], bare),
             "regular: import schema (protoc's)": ([str(regular_python), "-c", SCHEMA_IMPORT
                                                    % "caffe_protoc_pb2"], bare),
+            # lower bounds for any Python reader of prototxt (see LEAST_READER)
+            "regular: import re": ([str(regular_python), "-c", "import re"], bare),
+            "regular: least reader (re + dicts)": ([str(regular_python), "-c", LEAST_READER,
+                                                    str(FIXTURE)], bare),
         }
         if args.before:
             old = _env(args.before.resolve(), cache / "before")
@@ -151,6 +189,8 @@ def main() -> None:
                     out = subprocess.run([str(PYTHON), "-c", IN_PROCESS], env=env,
                                          capture_output=True, text=True, check=True).stdout
                     in_process[label].append(float(out.split()[0]))
+        warm = subprocess.run([str(regular_python), "-c", WARM_ANALYZE, str(FIXTURE)],
+                              env=bare, capture_output=True, text=True, check=True).stdout
     print(f"whole process, {args.rounds} interleaved rounds: wall-clock median / min and the "
           "ratio of medians to python -c pass of the same installation; CPU time (user + "
           "system) median and its ratio")
@@ -169,6 +209,8 @@ def main() -> None:
         now, before = (statistics.median(in_process[k]) for k in ("now", "before"))
         print(f"in-process ResNet-50 build + analyse (median of round medians): now "
               f"{now * 1e3:.2f} ms, before {before * 1e3:.2f} ms")
+    print(f"analyze ResNet-50-deploy again in a warm process (its work without start-up, "
+          f"median of 30): {float(warm) * 1e3:.1f} ms")
     sys.stdout.flush()
 
 
