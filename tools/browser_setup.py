@@ -18,13 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import debian  # noqa: E402  tools/debian.py, beside this script
+from setup_script import SetupError, no_argument_main  # noqa: E402  beside this script
 
 DEBIAN_PACKAGES = ("graphviz", "chromium")
 BINARIES = {"graphviz": "dot", "chromium": "chromium"}
-
-
-class SetupError(RuntimeError):
-    """A failure the user can act on; its message is the one line printed."""
 
 
 def log(msg: str) -> None:
@@ -40,18 +37,7 @@ def ensure_packages() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv if argv is not None else sys.argv[1:]:
-        print("usage: browser_setup.py   (no arguments)\n\n" + __doc__, file=sys.stderr)
-        return 2
-    try:
-        ensure_packages()
-    except SetupError as exc:
-        print(f"browser_setup: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("browser_setup: error: interrupted; run it again", file=sys.stderr)
-        return 130
-    return 0
+    return no_argument_main("browser_setup.py", __doc__, ensure_packages, argv)
 
 
 if __name__ == "__main__":

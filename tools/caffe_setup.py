@@ -53,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import caffe_cuda  # noqa: E402  tools/caffe_cuda.py, beside this script
 import debian  # noqa: E402  tools/debian.py, beside this script
+from setup_script import SetupError  # noqa: E402  beside this script
 
 CAFFE_DIST = "brocolli-caffe"
 CAFFE_VERSION = "9.0.2"
@@ -109,10 +110,6 @@ CUDA_PREPARED = "PREPARED"  # in the staging folder: a failed build there can be
 # each further architecture about 4 (nvcc's device code generation per architecture).
 CUDA_MINUTES = (20, 4)
 CUDA_TOOL = "caffe-cuda"
-
-
-class SetupError(RuntimeError):
-    """A failure the user can act on; its message is the one line printed."""
 
 
 def cache_root() -> Path:

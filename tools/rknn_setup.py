@@ -42,6 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from pynetbuilder.interrupts import die_with_parent  # noqa: E402  (the children die with it)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from setup_script import SetupError, no_argument_main  # noqa: E402  beside this script
+
 JUDGE = REPO_ROOT / ".venv-rknn"
 STAMP = JUDGE / ".installed"
 TORCH_LINKS = JUDGE / "project-torch"  # links to the project venv's torch and its needs
@@ -66,10 +69,6 @@ PINS = (
     "packaging==26.4",
     "typing_extensions==4.16.0",
 )
-
-
-class SetupError(RuntimeError):
-    """A failure the user can act on; its message is the one line printed."""
 
 
 def log(msg: str) -> None:
@@ -202,18 +201,8 @@ def ensure() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv if argv is not None else sys.argv[1:]:
-        print("usage: rknn_setup.py   (no arguments)\n\n" + __doc__, file=sys.stderr)
-        return 2
-    try:
-        ensure()
-    except SetupError as exc:
-        print(f"rknn_setup: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("rknn_setup: error: interrupted; run it again (it starts over)", file=sys.stderr)
-        return 130
-    return 0
+    return no_argument_main("rknn_setup.py", __doc__, ensure, argv,
+                            after_interrupt="run it again (it starts over)")
 
 
 if __name__ == "__main__":
