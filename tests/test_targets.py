@@ -96,6 +96,28 @@ def test_rknn2_deconvolution_and_pooling_limits(tmp_path):
     assert violations(tmp_path, pool(3, 2, extra="ceil_mode: false"), "rknn2") == []
 
 
+def test_rknn2_wants_a_deconvolutions_stride_written_and_gets_it(tmp_path):
+    # RKNN-Toolkit2 2.5.0 reads an unset Deconvolution stride as 0 and fails to build
+    # (tests/test_targets_rknn.py); Caffe reads it as 1, which --target rknn2 writes
+    from pynetbuilder.targets.writer import for_target
+
+    deconv = ('layer { name: "d" type: "Deconvolution" bottom: "data" top: "d" '
+              'convolution_param { num_output: 8 kernel_size: 4 %s } }\n')
+    found = violations(tmp_path, deconv % "", "rknn2")
+    assert [(v.layer, v.rule, v.value) for v in found] == [
+        ("d", "stride not written", "unset (Caffe's default: 1)")]
+    assert "--target rknn2 writes it" in found[0].fix
+    assert violations(tmp_path, deconv % "stride_h: 1 stride_w: 1", "rknn2") == []
+    unset_conv = deconv.replace("Deconvolution", "Convolution") % ""
+    assert violations(tmp_path, unset_conv, "rknn2") == []  # a Convolution's is not needed
+    for target in set(TARGETS) - {"rknn2"}:
+        assert "stride not written" not in rules(violations(tmp_path, deconv % "", target))
+    net = load(str(tmp_path / "net.prototxt")).net
+    (written,) = [la for la in for_target(net, "rknn2").layer if la.name == "d"]
+    assert list(written.convolution_param.stride) == [1]
+    assert list(for_target(net, "opencv").layer[-1].convolution_param.stride) == []
+
+
 def test_ascend_filter_limit_and_batchnorm_statistics(tmp_path):
     # CANN Convolution: "The value range of Filter_W and Filter_h is 1 to 255."
     assert violations(tmp_path, conv(255), "ascend", size=255) == []

@@ -192,6 +192,57 @@ def test_the_written_extension_states_its_stride_which_rknn_needs(rknn_python, c
     assert list(extension.convolution_param.stride) == [1]
 
 
+USER_DECONVOLUTIONS = """name: "up"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "up1" type: "Deconvolution" bottom: "conv1" top: "up1"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "up2" type: "Deconvolution" bottom: "up1" top: "up2"
+        convolution_param { num_output: 6 kernel_size: 2 stride: 2 group: 6 } }
+"""
+
+
+def test_rknn_runs_a_users_deconvolution_without_stride_once_written_for_it(rknn_python,
+                                                                          tmp_path, capsys):
+    """A net of the user's whose Deconvolution up1 sets no stride (Caffe: 1) fails to
+    build in RKNN-Toolkit2 2.5.0, and `check --target rknn2` says so; `export --target
+    rknn2` writes ``stride: 1`` on it (up2's stride 2 unchanged): nothing remains to
+    flag, real Caffe computes every blob of the original bit for bit, and RKNN's output
+    equals Caffe's (float16 bound)."""
+    original = tmp_path / "up.prototxt"
+    original.write_text(USER_DECONVOLUTIONS)
+    a = analysed(str(original))
+    profile = load_profile("rknn2")
+    assert [(v.layer, v.rule) for v in check(a.net, a.shapes, profile)] == [
+        ("up1", "stride not written")]
+    x = np.random.default_rng(0).standard_normal(a.shapes["data"]).astype(np.float32)
+    run = run_caffe(caffe_ready(a.net, a.shapes, 0), "deploy", {"data": x}, keep=tmp_path)
+    prototxt = tmp_path / "rknn2" / "up.prototxt"
+    code, out, err = run_command("export", str(original), "--target", "rknn2", "--weights",
+                                 str(run.weights), "-o", str(prototxt), capsys=capsys)
+    assert code == 0, err
+    assert "rknn2 still rejects" not in out + err
+    written = load(str(prototxt))
+    strides = {la.name: list(la.convolution_param.stride) for la in written.net.layer
+               if la.type == "Deconvolution"}
+    assert strides == {"up1": [1], "up2": [2]}
+    assert check(written.net, written.report.blob_shapes, profile) == []
+    again = run_caffe(written.net, "deploy", {"data": x}, weights=prototxt.with_suffix(
+        ".caffemodel"))
+    assert set(run.blobs) <= set(again.blobs)
+    for blob in run.blobs:
+        assert np.array_equal(again.blobs[blob], run.blobs[blob]), blob
+    before, after = rknn_run(rknn_python, [Job(original, run.weights, [x]),
+                                           Job(prototxt, prototxt.with_suffix(".caffemodel"),
+                                               [x])], tmp_path / "rknn")
+    assert before["error"].startswith("build:") and "stride" in before["error"]
+    assert after["error"] is None and after["compiler_errors"] == []
+    assert relative_error(after["outputs"][0], run.blobs["up2"]) <= TOLERANCE
+
+
 # ------------------------------------------------------------ the rknn2 profile
 
 
@@ -344,7 +395,7 @@ def test_the_dropped_window_gap_is_listed_in_the_profile():
     listed = [what for what, source in load_profile("rknn2").unverified
               if source.key == "toolkit"]
     assert any("last window Caffe drops" in what for what in listed)
-    assert any("without an explicit stride" in what for what in listed)
+    assert not any("explicit stride" in what for what in listed)  # checked and written
 
 
 # ------------------------------------------------------------ the judge's set-up

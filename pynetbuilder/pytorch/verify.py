@@ -30,6 +30,7 @@ from pynetbuilder.pytorch.caffe_oracle import (
 )
 from pynetbuilder.pytorch.module import CaffeNet
 from pynetbuilder.pytorch.weights import load_caffemodel
+from pynetbuilder.schema import caffe_pb2
 
 LABEL_READERS = {"SoftmaxWithLoss": 1, "Accuracy": 1}
 
@@ -60,6 +61,7 @@ class Verification:
     seed: int = 0
     params: list[BlobCheck] = field(default_factory=list)  # after the forward (BatchNorm)
     gradients: list[BlobCheck] = field(default_factory=list)
+    hint: str = ""  # the likely cause of the first failure (failure_hint), "" if none
 
     @property
     def checks(self) -> list[BlobCheck]:
@@ -227,7 +229,67 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
         _check_local_gradients(module, run, tolerance, result)
     elif gradients:
         _check_gradients(module, a, run, blobs, tensors, top_diffs, tolerance, result)
+    if result.first_failure is not None and not per_layer:
+        result.hint = failure_hint(a.net, a.phase, result.first_failure)
     return result
+
+
+def routes_by_argmax(layer: Any) -> bool:
+    """Whether Caffe's backward of ``layer`` sends each output's gradient to the one input
+    element its forward chose by comparing values: MAX pooling (pooling_layer.cpp: the
+    first ``>`` maximum of the window, its mask), SPP's MAX pooling (spp_layer.cpp) and
+    Eltwise MAX (eltwise_layer.cpp: the mask of the larger input, the second on a tie)."""
+    if layer.type in ("Pooling", "SPP"):
+        param = layer.pooling_param if layer.type == "Pooling" else layer.spp_param
+        return param.pool == caffe_pb2.PoolingParameter.MAX
+    return (layer.type == "Eltwise"
+            and layer.eltwise_param.operation == caffe_pb2.EltwiseParameter.MAX)
+
+
+def failure_hint(net: Any, phase: str, bad: BlobCheck) -> str:
+    """What likely makes ``bad`` (an end-to-end check of ``net`` in ``phase`` that
+    failed) differ, when it is float32 rounding rather than a wrong layer, and what to
+    check instead: " (...)" or "".
+
+    - a gradient whose blob or parameter feeds a layer that routes it by argmax
+      (:func:`routes_by_argmax`): where two inputs of a window are equal, or nearly
+      equal after the float32 rounding of the layers before, Caffe and PyTorch can
+      pick different elements (the values agree, the gradients do not);
+    - any check of a net with a BatchNorm computing batch statistics (Caffe's
+      batch_norm_layer.cpp: ``use_global_stats`` unset in TRAIN, or false)."""
+    reasons = []
+    router = _argmax_router_fed_by(net, bad.name[2:]) if bad.name.startswith("d ") else None
+    if router is not None:
+        reasons.append(f"layer {router.name!r} ({router.type} MAX) sends each gradient to "
+                       "one maximum; where two of its inputs are equal or nearly equal "
+                       "after float32 rounding of the layers before it, Caffe and PyTorch "
+                       "may send it to different ones")
+    if any(la.type == "BatchNorm" and not _global_stats(la, phase) for la in net.layer):
+        reasons.append("batch statistics amplify float32 rounding through a deep net")
+    if not reasons:
+        return ""
+    return f" ({'; '.join(reasons)}; --per-layer checks each layer on Caffe's own inputs)"
+
+
+def _global_stats(layer: Any, phase: str) -> bool:
+    """BatchNorm's use_global_stats as Caffe reads it: TEST's default is true, TRAIN's
+    false (batch_norm_layer.cpp's LayerSetUp)."""
+    p = layer.batch_norm_param
+    return p.use_global_stats if p.HasField("use_global_stats") else phase != "train"
+
+
+def _argmax_router_fed_by(net: Any, checked: str) -> Any:
+    """The first layer routing by argmax that ``checked`` reaches: a parameter blob
+    ``layer[i]`` (through its layer's outputs, the layer included) or a blob."""
+    names = {la.name for la in net.layer}
+    owner = checked.rsplit("[", 1)[0] if checked.endswith("]") else None
+    reached = set() if owner in names else {checked}
+    for layer in net.layer:
+        if layer.name == owner or reached & set(layer.bottom):
+            if routes_by_argmax(layer):
+                return layer
+            reached.update(layer.top)
+    return None
 
 
 def _out_of_place(a: Analysed) -> Analysed:

@@ -15,9 +15,9 @@ from pynetbuilder.kinds import Category, kind_of
 from pynetbuilder.kinds.base import spatial
 from pynetbuilder.targets.profile import QUANTITIES, Limit, Profile, Source
 
-_CONV_PARAM = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
-               "ConvolutionDepthwise": "convolution_param",
-               "DepthwiseConvolution": "convolution_param", "Pooling": "pooling_param"}
+CONV_PARAM = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
+              "ConvolutionDepthwise": "convolution_param",
+              "DepthwiseConvolution": "convolution_param", "Pooling": "pooling_param"}
 _AXIS_PARAM = {"Softmax": "softmax_param", "Concat": "concat_param", "Slice": "slice_param",
                "Flatten": "flatten_param", "InnerProduct": "inner_product_param"}
 _STYLE_NAMES = {"layer": "an Input layer", "shape": "input: + input_shape",
@@ -154,12 +154,29 @@ def _layer_rules(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
                 yield Violation(*where, "field the target converts or runs wrongly", field,
                                 "leave it unset", rule.source,
                                 rule.note or f"rewrite the layer without {field}")
+    rule = profile.rule("explicit_stride")
+    if rule is not None and layer.type in rule.value and not stride_written(layer):
+        yield Violation(*where, "stride not written", "unset (Caffe's default: 1)",
+                        "an explicit stride" + (f" ({rule.note})" if rule.note else ""),
+                        rule.source, f"write stride: 1, what Caffe assumes (--target {name} "
+                        "writes it)")
     rule = profile.rule("pooling_rounding")
     if rule is not None and layer.type == "Pooling" and layer.bottom:
         yield from _rounding(layer, shapes.get(layer.bottom[0]), rule.value, rule.source, name)
     for limit in profile.limits:
         if layer.type in limit.types:
             yield from _limit(layer, shapes, limit)
+
+
+def stride_written(layer: Any) -> bool:
+    """Whether ``layer`` (a convolution or pooling type) sets its stride: ``stride``, or
+    ``stride_h`` / ``stride_w`` (unset, Caffe uses 1: base_conv_layer.cpp's
+    kDefaultStride, PoolingParameter's default)."""
+    param = CONV_PARAM.get(layer.type)
+    if param is None:
+        return True
+    written = {field.name for field, _ in getattr(layer, param).ListFields()}
+    return bool(written & {"stride", "stride_h", "stride_w"})
 
 
 def _fields_set(layer: Any) -> frozenset[str]:
@@ -236,7 +253,7 @@ def _values(layer: Any, shapes: Mapping[str, tuple[int, ...]], quantity: str
     """(label, value) pairs of ``quantity`` for one layer ([] where it does not apply)."""
     bottom = shapes.get(layer.bottom[0]) if layer.bottom else None
     top = shapes.get(layer.top[0]) if layer.top else None
-    param_name = _CONV_PARAM.get(layer.type)
+    param_name = CONV_PARAM.get(layer.type)
     if quantity in ("kernel", "stride", "pad", "dilation"):
         if param_name is None:
             return []

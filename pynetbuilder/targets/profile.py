@@ -22,6 +22,8 @@ Keys (all but ``name``, ``title`` and ``sources`` optional)::
     broken_fields     = {value = ["eltwise_param.coeff"], source = "ops"}  # read, done wrong
     broken_types      = {value = ["Axpy"], source = "ops"}  # created, computed otherwise
     input_channels    = {value = [1, 3], source = "ops"}  # channels of the net's inputs
+    explicit_stride   = {value = ["Deconvolution"], source = "ops"}  # types whose unset
+                                         # stride the target misreads (Caffe's default: 1)
     [layers]
     supported = ["Convolution", ...]     # or origins = ["bvlc"] (the registry's origin)
     source = "ops"
@@ -46,6 +48,9 @@ keeps a last window that starts in the padding (MNN's ``PoolPadType_CAFFE``).
 runs differently from Caffe (whatever value they are set to).  ``broken_types``: layer
 types the target creates (so they stay in ``supported``, which lists what it accepts)
 but computes differently from the layer's own Caffe; the note says how, and the fix.
+``explicit_stride``: layer types whose stride the target reads only when it is written
+(``stride``, or ``stride_h`` and ``stride_w``); Caffe's default for an unset one is 1
+(``base_conv_layer.cpp``, ``pooling_layer.cpp``), which ``--target`` writes.
 
 A file that does not parse, or uses a key or value outside the above, is a
 :class:`ProfileError` naming the file and line.
@@ -84,7 +89,7 @@ ROUNDINGS = ("ceil", "floor", "caffe")
 _FORMAT_KEYS = {
     "deploy_only": bool, "v1_layers": bool, "bn_global_stats": bool,
     "inputs": list, "pooling_rounding": str, "unknown_fields": list, "input_channels": list,
-    "broken_fields": list, "broken_types": list,
+    "broken_fields": list, "broken_types": list, "explicit_stride": list,
 }
 
 

@@ -22,6 +22,9 @@ deploy form is wanted) and gives the net the target's front end reads:
 - an ``Eltwise`` SUM with ``coeff`` for a target that cannot run it (``broken_fields``
   names ``eltwise_param.coeff``): each input whose coefficient is not 1 is scaled by
   a ``Power`` layer (``scale: coeff``, power 1) and the sum has no coefficients;
+- an explicit ``stride: 1`` (what Caffe assumes when it is unset) on every layer of a
+  type whose unset stride the target misreads (``explicit_stride``: RKNN-Toolkit2
+  reads a Deconvolution's as 0);
 - fields the target's parser does not know removed or respelt (``ceil_mode: false``
   is ``round_mode: FLOOR`` for BVLC master; see :func:`target_text`).
 
@@ -42,7 +45,13 @@ from pynetbuilder.errors import NetError
 from pynetbuilder.kinds import Category, kind_of
 from pynetbuilder.kinds.base import spatial
 from pynetbuilder.schema import caffe_pb2, to_text
-from pynetbuilder.targets.checker import Violation, pooled_sizes, unclipped_ceil
+from pynetbuilder.targets.checker import (
+    CONV_PARAM,
+    Violation,
+    pooled_sizes,
+    stride_written,
+    unclipped_ceil,
+)
 from pynetbuilder.targets.profile import Profile, load_profile
 
 EXTEND_SUFFIX = "/extend"  # name of an inserted bottom/right zero-extension layer
@@ -96,6 +105,7 @@ def for_target(net: Any, target: str | Profile,
                 out.layer.append(extra)
         if new.type == "Eltwise":
             out.layer.extend(_eltwise_for(new, profile))
+        _write_stride(new, profile)
         out.layer.append(new)
         positive = (new.type in _NON_NEGATIVE
                     or (new.type == "ReLU" and not new.relu_param.negative_slope)
@@ -194,6 +204,20 @@ def _pooling_for(layer: Any, shapes: Mapping[str, tuple[int, ...]], profile: Pro
     c.weight_filler.type = "bilinear"
     layer.bottom[0] = extend.top[0]
     return [extend]
+
+
+def _write_stride(layer: Any, profile: Profile) -> None:
+    """``stride: 1`` on ``layer`` when the target reads its unset stride otherwise than
+    Caffe, which takes 1 (base_conv_layer.cpp's kDefaultStride, PoolingParameter's
+    default): the same net, in the target's reading too."""
+    rule = profile.rule("explicit_stride")
+    if rule is None or layer.type not in rule.value or stride_written(layer):
+        return
+    param = getattr(layer, CONV_PARAM[layer.type])
+    if hasattr(param.stride, "append"):  # ConvolutionParameter's is repeated
+        param.stride.append(1)
+    else:
+        param.stride = 1
 
 
 def _eltwise_for(layer: Any, profile: Profile) -> list[Any]:
