@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import run_command
 
 from pynetbuilder.pytorch.adapter import analysed
@@ -62,10 +63,12 @@ def test_gradients_routed_by_max_pooling_get_the_per_layer_hint(caffe, tmp_path,
     report = tmp_path / "end_to_end.json"
     code, _, err = run_command("verify", str(prototxt), "--weights", str(weights),
                                "--gradients", "--json", str(report), capsys=capsys)
-    assert code == 1
     data = json.loads(report.read_text())
     assert all(c["ok"] for c in data["blobs"])  # every value agrees, the pooling's too
     bad = [c for c in data["gradients"] if not c["ok"]]
+    if not bad:  # both sums rounded alike in all 128 windows (another BLAS or CPU)
+        pytest.skip("Caffe and PyTorch resolved every near-tie alike on this machine")
+    assert code == 1
     assert [c["blob"] for c in bad] == ["d conv_a[0]", "d conv_b[0]"]
     assert all(c["max_abs_diff"] > 0.01 * c["caffe_max_abs"] for c in bad)  # not rounding
     assert err.count("\n") == 1 and "blob 'd conv_a[0]' differs" in err
