@@ -6,9 +6,10 @@ Resize and BilinearInterpolate compute their sampling positions and weights from
 sizes alone, in float32 as the C++ does; they are computed here once, the same way,
 and kept as constant buffers, so the module gathers the same four neighbours and adds
 the same products in the same order: the outputs agree with Caffe's to the last bit.
-Caffe's Backward of PixelShuffle and BilinearInterpolate is empty (it leaves the
-input's gradient untouched): the registry marks them NO_BACKWARD, and the module keeps
-autograd's gradient of the forward.
+Caffe's Backward of PixelShuffle, BilinearInterpolate and Unsqueeze is empty (it
+leaves the input's gradient untouched): the registry marks them NO_BACKWARD (verify
+compares no gradient through them), and the module keeps autograd's gradient of the
+forward.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def bilinear_axis(src: int, dst: int, align_corners: bool
     float; aligned, ``(src - 1) / (dst - 1) * i`` in float), clipped to ``[0, src - 1]``;
     neighbours ``lo = floor`` clipped to ``[0, src - 2]`` and ``lo + 1``; weights
     ``hi - pos`` and ``pos - lo`` (float).  For ``src`` 1, ``lo`` is -1 with weight 0
-    (Caffe reads the value before the row there): index 0 is read instead."""
+    (Caffe reads, and multiplies by 0, the value before the first row or column, outside
+    the image): index 0 is read instead."""
     i = np.arange(dst, dtype=F32)
     if align_corners:
         pos = F32(src - 1) / F32(dst - 1) * i
