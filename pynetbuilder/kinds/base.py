@@ -83,7 +83,9 @@ class Category(Flag):
     LOSS = auto()  # a loss (loss_weight 1 by default; the solver minimises it)
     ACCURACY = auto()  # a score reported in TEST
     INPLACE = auto()  # Caffe computes it correctly with its top equal to its bottom
-    NO_BACKWARD = auto()  # Caffe has no backward pass for it (NOT_IMPLEMENTED aborts)
+    # Caffe has no backward pass for it: NOT_IMPLEMENTED aborts, or an empty Backward
+    # leaves the input's gradient untouched (PixelShuffle, BilinearInterpolate)
+    NO_BACKWARD = auto()
 
 
 class LayerKind(NamedTuple):

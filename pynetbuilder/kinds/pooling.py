@@ -121,6 +121,7 @@ KINDS = (
     kind("Pooling", _pooling, v1="POOLING", summary=_pool_summary, fill=GREEN,
          torch="emit_pool:pooling"),
     kind("SPP", _spp, torch="emit_pool:spp"),
-    kind("PSROIPooling", _psroi_pooling, category=Category.NO_BACKWARD, origin="rfcn"),
+    kind("PSROIPooling", _psroi_pooling, category=Category.NO_BACKWARD, origin="rfcn",
+         torch="emit_pool:psroi_pooling"),
     kind("MaxUnPool", _max_unpool, origin="brocolli", torch="emit_forks:max_unpool"),
 )

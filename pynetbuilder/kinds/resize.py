@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pynetbuilder.kinds.base import LayerCost, LayerLike, Shape, float32, kind, legacy, refuse
+from pynetbuilder.kinds.base import (
+    Category,
+    LayerCost,
+    LayerLike,
+    Shape,
+    float32,
+    kind,
+    legacy,
+    refuse,
+)
 
 
 def _upsample(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
@@ -26,10 +35,16 @@ def _upsample(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] 
 
 def _pixel_shuffle(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
                    ) -> LayerCost:
+    """``PixelShuffleLayer::Reshape`` (pixelshuffle_layer.cpp): channels / r^2 (C++'s
+    integer division: it checks only that r divides them), height and width times r."""
     r = layer.pixelshuffle_param.upscale_factor
     shape = list(bottoms[0])
-    if r < 1 or shape[1] % (r * r):
-        raise refuse(layer, f"channels {shape[1]} not divisible by upscale_factor^2 {r * r}")
+    if r < 1:
+        raise refuse(layer, f"upscale_factor must be at least 1, got {r}")
+    if len(shape) < 3:
+        raise refuse(layer, f"needs at least 3 axes, got {bottoms[0]}")
+    if shape[1] % r:
+        raise refuse(layer, f"channels {shape[1]} not divisible by upscale_factor {r}")
     shape[-3] //= r * r
     shape[-2] *= r
     shape[-1] *= r
@@ -48,24 +63,41 @@ def _pad(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | Non
     return LayerCost([tuple(shape)])
 
 
+def _scaled(layer: LayerLike, size: int, scale: float) -> int:
+    """C++'s ``int(size * scale)`` with ``scale`` a float: the product is a float
+    (rounded to float32 before the truncation: 10 x 0.7f is 7, not 6)."""
+    product = float(size) * float32(scale)
+    if not abs(product) < 2**31:  # NaN included: C++'s conversion is undefined there
+        raise refuse(layer, f"size {size} times scale {float32(scale)} is not an int")
+    return int(float32(product))
+
+
 def _resize(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
             ) -> LayerCost:
-    """Bilinear resize to ``height`` x ``width`` or, ``is_pyramid_test``, by scale
-    factors (truncated as C++'s ``int()``)."""
+    """``ResizeLayer::LayerSetUp``/``Reshape`` (resize_layer.cpp): ``height`` x ``width``
+    (both required) or, ``is_pyramid_test``, the input's size times the scale factors
+    (both required; see :func:`_scaled`)."""
     p = layer.resize_param
-    n, c = legacy(bottoms[0], 0), legacy(bottoms[0], 1)
+    b = bottoms[0]
     if p.is_pyramid_test:
-        h = int(float32(p.out_height_scale) * legacy(bottoms[0], 2))
-        w = int(float32(p.out_width_scale) * legacy(bottoms[0], 3))
+        if not (p.HasField("out_height_scale") and p.HasField("out_width_scale")):
+            raise refuse(layer, "is_pyramid_test needs out_height_scale and out_width_scale")
+        h = _scaled(layer, legacy(b, 2), p.out_height_scale)
+        w = _scaled(layer, legacy(b, 3), p.out_width_scale)
+    elif not (p.HasField("height") and p.HasField("width")):
+        raise refuse(layer, "needs height and width (or is_pyramid_test with scales)")
     else:
         h, w = p.height, p.width
-    return LayerCost([(n, c, h, w)])
+    if h < 0 or w < 0:
+        raise refuse(layer, f"output size {h} x {w} is negative")
+    return LayerCost([(legacy(b, 0), legacy(b, 1), h, w)])
 
 
 def _bilinear(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
               ) -> LayerCost:
-    """To ``dst_h`` x ``dst_w`` (a missing one keeps the input's) or, with only
-    ``scale_factor``, the input's size times it (truncated)."""
+    """``BilinearInterpolateLayer::LayerSetUp`` (bilinear_interpolate_layer.cpp): to
+    ``dst_h`` x ``dst_w`` (a missing one keeps the input's) or, with only
+    ``scale_factor``, the input's size times it (see :func:`_scaled`)."""
     p = layer.bilinear_interpolate_param
     b = bottoms[0]
     h, w = legacy(b, 2), legacy(b, 3)
@@ -77,15 +109,18 @@ def _bilinear(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] 
         h = p.dst_h if p.HasField("dst_h") else h
         w = p.dst_w if p.HasField("dst_w") else w
     else:
-        scale = float32(p.scale_factor)
-        h, w = int(h * scale), int(w * scale)
+        h, w = _scaled(layer, h, p.scale_factor), _scaled(layer, w, p.scale_factor)
+    if h < 0 or w < 0:
+        raise refuse(layer, f"output size {h} x {w} is negative")
     return LayerCost([(legacy(b, 0), legacy(b, 1), h, w)])
 
 
 KINDS = (
     kind("Upsample", _upsample, origin="brocolli", torch="emit_shape:upsample"),
-    kind("PixelShuffle", _pixel_shuffle, param="pixelshuffle_param", origin="brocolli"),
+    kind("PixelShuffle", _pixel_shuffle, category=Category.NO_BACKWARD,
+         param="pixelshuffle_param", origin="brocolli", torch="emit_resize:pixel_shuffle"),
     kind("Pad", _pad, origin="brocolli", torch="emit_shape:pad"),
-    kind("Resize", _resize, origin="brocolli"),
-    kind("BilinearInterpolate", _bilinear, origin="brocolli"),
+    kind("Resize", _resize, origin="brocolli", torch="emit_resize:resize"),
+    kind("BilinearInterpolate", _bilinear, category=Category.NO_BACKWARD, origin="brocolli",
+         torch="emit_resize:bilinear_interpolate"),
 )

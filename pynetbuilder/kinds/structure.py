@@ -192,20 +192,15 @@ def _silence(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] |
 
 def _unsqueeze(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
                ) -> LayerCost:
-    """A 1 inserted before axis ``dim`` (negative counts from the end; at the end the
-    pinned Caffe inserts nothing)."""
+    """A 1 inserted before axis ``dim`` (negative: ``dim + axes + 1``, so -1 appends it
+    after the last axis), as ``UnsqueezeLayer::LayerSetUp`` (unsqueeze.cpp) builds it."""
     bottom = bottoms[0]
     index = layer.unsqueeze_param.dim
     if index < 0:
         index += len(bottom) + 1
     if not 0 <= index <= len(bottom):
         raise refuse(layer, f"dim out of range for {bottom}")
-    shape: list[int] = []
-    for i, d in enumerate(bottom):
-        if i == index:
-            shape.append(1)
-        shape.append(d)
-    return LayerCost([tuple(shape)])
+    return LayerCost([(*bottom[:index], 1, *bottom[index:])])
 
 
 def _parameter(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
@@ -268,7 +263,8 @@ KINDS = (
     kind("ArgMax", _argmax, category=Category.NO_BACKWARD, v1="ARGMAX",
          torch="emit_shape:argmax"),
     kind("Silence", _silence, v1="SILENCE", torch="emit_shape:silence"),
-    kind("Unsqueeze", _unsqueeze, origin="brocolli"),
+    kind("Unsqueeze", _unsqueeze, category=Category.NO_BACKWARD, origin="brocolli",
+         torch="emit_shape:reshape"),
     kind("Parameter", _parameter, torch="emit_shape:parameter"),
     kind("BatchReindex", _batch_reindex),
 )

@@ -77,13 +77,19 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
     return out
 
 
+# types this build registers with a CPU forward that is NOT_IMPLEMENTED (it aborts)
+GPU_ONLY = {"PSROIPooling": "R-FCN's kernel is GPU-only: psroi_pooling_layer.cpp's "
+                            "Forward_cpu is NOT_IMPLEMENTED"}
+
+
 def what_caffe_cannot_run(net: Any) -> str | None:
     """Why the pinned Caffe cannot run ``net`` (one phase's NetParameter) as written, or
     None: the first layer of a fork's type (pynetbuilder/kinds/forks.py; none of them is
-    registered in this build), SegNet's unpooling Upsample (this build's Upsample takes
-    one input), or a layer setting a fork's field (read through the dialect schema,
-    kept as an unknown field: Caffe would silently run the layer without it, e.g. Fast
-    R-CNN's Dropout ``scale_train``).  Data layers are exempt (they become inputs)."""
+    registered in this build), of a type whose CPU forward it lacks (:data:`GPU_ONLY`),
+    SegNet's unpooling Upsample (this build's Upsample takes one input), or a layer
+    setting a fork's field (read through the dialect schema, kept as an unknown field:
+    Caffe would silently run the layer without it, e.g. Fast R-CNN's Dropout
+    ``scale_train``).  Data layers are exempt (they become inputs)."""
     from pynetbuilder.kinds.forks import KINDS as FORKS
     from pynetbuilder.kinds.forks import is_segnet_upsample
     from pynetbuilder.pytorch.adapter import DATA_TYPES
@@ -95,6 +101,8 @@ def what_caffe_cannot_run(net: Any) -> str | None:
         where = f"layer {layer.name!r} ({layer.type}"
         if layer.type in origins:
             return f"{where}, a layer type of the {origins[layer.type]} fork)"
+        if layer.type in GPU_ONLY:
+            return f"{where}: {GPU_ONLY[layer.type]})"
         if layer.type == "Upsample" and is_segnet_upsample(layer):
             return f"{where} with SegNet's pooling mask)"
         known = caffe_pb2.LayerParameter()

@@ -1,15 +1,18 @@
 """Pooling exactly as Caffe's C++: ceil (or floor) rounding, the last window kept
 only if it starts inside the image or its left padding (when padded), AVE's
-divisor counting the padding up to the padded border and no further."""
+divisor counting the padding up to the padded border and no further; SPP built from
+such poolings; R-FCN's PSROIPooling."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 
 from pynetbuilder.pytorch.base import CaffeLayer, EmitError, Shape, spatial
+from pynetbuilder.pytorch.emit_forks import _round_half_away
 
 FLT_MAX = 3.4028234663852886e38
 
@@ -164,3 +167,68 @@ def spp(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> Caff
         out = (n, c, pooled(h, kh, kh, ph), pooled(w, kw, kw, pw))
         levels.append(pooling(sub, [bottoms[0]], [out], phase))
     return SPP(levels)
+
+
+class PSROIPooling(CaffeLayer):
+    """R-FCN's position-sensitive ROI pooling (daijifeng001/caffe-rfcn
+    src/caffe/layers/psroi_pooling_layer.cu, ``PSROIPoolingForward``; this build ships
+    the same kernels, and its Forward_cpu and Backward_cpu are NOT_IMPLEMENTED).
+
+    A roi ``[batch, x1, y1, x2, y2]``: batch by ``int()``; corners rounded (halves away
+    from zero), the far ones plus 1, times ``spatial_scale`` (float32); size at least
+    0.1; bin size = size / group_size; bin ``p`` covers ``floor(p * bin + start)`` to
+    ``ceil((p + 1) * bin + start)``, clipped to the map.  Output channel ``d``, bin
+    ``(ph, pw)`` is the mean over that bin of input channel ``(d * G + ph) * G + pw``,
+    or 0 for an empty bin.  The bins are masks over the map, so the module has no Python
+    control flow that depends on the rois' values.  Its gradient is the kernel
+    ``PSROIPoolingBackwardAtomic``'s: each top gradient / bin area, added over the bin.
+    """
+
+    def __init__(self, output_dim: int, group: int, scale: float, shape: Shape) -> None:
+        super().__init__()
+        self.output_dim, self.group, self.shape = output_dim, group, tuple(shape)
+        self.register_buffer("scale", torch.tensor(float(np.float32(scale))), persistent=False)
+
+    def _bins(self, start: torch.Tensor, end: torch.Tensor, size: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, G, size) mask of each bin along one axis, and (R, G) its length."""
+        bin_size = torch.clamp(end - start, min=0.1) / float(self.group)
+        steps = torch.arange(self.group, dtype=start.dtype, device=start.device)
+        lo = torch.floor(steps * bin_size[:, None] + start[:, None]).to(torch.int64)
+        hi = torch.ceil((steps + 1) * bin_size[:, None] + start[:, None]).to(torch.int64)
+        lo, hi = lo.clamp(0, size), hi.clamp(0, size)
+        where = torch.arange(size, device=start.device)
+        return (where >= lo[..., None]) & (where < hi[..., None]), hi - lo
+
+    def forward(self, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = self.shape
+        g = self.group
+        rois = rois.reshape(-1, 5)
+        corner = _round_half_away(rois[:, 1:])
+        start = corner[:, :2] * self.scale
+        end = (corner[:, 2:] + 1) * self.scale
+        rows, heights = self._bins(start[:, 1], end[:, 1], h)
+        cols, widths = self._bins(start[:, 0], end[:, 0], w)
+        maps = x.reshape(n, self.output_dim, g, g, h, w)
+        batch = rois[:, 0].to(torch.int64)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        out = []
+        for ph in range(g):
+            for pw in range(g):
+                inside = rows[:, ph, None, :, None] & cols[:, pw, None, None, :]
+                total = torch.where(inside, maps[:, :, ph, pw].index_select(0, batch),
+                                    zero).sum((2, 3))
+                area = heights[:, ph] * widths[:, pw]
+                empty = (heights[:, ph] <= 0) | (widths[:, pw] <= 0)
+                mean = total / area.clamp(min=1).to(x.dtype)[:, None]
+                out.append(torch.where(empty[:, None], zero, mean))
+        return torch.stack(out, 2).reshape(-1, self.output_dim, g, g)
+
+
+def psroi_pooling(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str
+                  ) -> CaffeLayer:
+    p = layer.psroi_pooling_param
+    if len(bottoms[0]) != 4:
+        raise EmitError(f"PSROIPooling layer {layer.name!r}: needs an N,C,H,W feature map, "
+                        f"got {tuple(bottoms[0])}")
+    return PSROIPooling(p.output_dim, p.group_size, p.spatial_scale, bottoms[0])
