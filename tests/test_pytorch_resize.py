@@ -171,15 +171,25 @@ def caffe_input_gradient(caffe, tmp_path, body: str, shape: tuple[int, ...]) -> 
     ("BilinearInterpolate", "bilinear_interpolate_param { dst_h: 5 dst_w: 9 }"),
     ("Unsqueeze", "unsqueeze_param { dim: 1 }"),
     ("Resize", "resize_param { height: 5 width: 9 }"),
+    ("HardSwish", ""),
+    ("HardSigmoid", ""),
+    ("Pad", "pad_param { pad_u: 1 pad_d: 2 pad_l: 0 pad_r: 3 }"),
+    ("MaxUnPool", "max_unpool_param { dst_h: 4 dst_w: 6 }"),
+    ("ReLU6", ""),
 ])
 def test_no_backward_category_is_caffes(caffe, tmp_path, kind, params):
-    """Caffe's Backward of PixelShuffle, BilinearInterpolate and Unsqueeze is an empty
-    body (the input's gradient is left as it was: zero), so the registry marks them
-    NO_BACKWARD; Resize's computes one."""
-    gradient = caffe_input_gradient(caffe, tmp_path, layer("t", kind, "x", params=params),
-                                    (2, 8, 4, 6))
+    """Caffe's Backward of PixelShuffle, BilinearInterpolate, Unsqueeze, HardSwish,
+    HardSigmoid, Pad and MaxUnPool is an empty body in this build (the input's gradient
+    is left as it was: zero), so the registry marks them NO_BACKWARD; Resize's and
+    ReLU6's compute one.  MaxUnPool reads a MAX pooling's values and mask."""
+    body = layer("t", kind, "x", params=params)
+    if kind == "MaxUnPool":
+        body = (layer("p", "Pooling", "x", ["p", "m"], "pooling_param { pool: MAX "
+                      "kernel_size: 2 stride: 2 }") + "\n"
+                + layer("t", kind, ["p", "m"], params=params))
+    gradient = caffe_input_gradient(caffe, tmp_path, body, (2, 8, 4, 6))
     assert KINDS[kind].is_a(Category.NO_BACKWARD) == (not gradient.any())
-    assert kind == "Resize" or KINDS[kind].is_a(Category.NO_BACKWARD)
+    assert KINDS[kind].is_a(Category.NO_BACKWARD) == (kind not in ("Resize", "ReLU6"))
 
 
 def test_gradients_past_a_layer_without_backward_are_refused(tmp_path):

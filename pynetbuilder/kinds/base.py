@@ -84,7 +84,7 @@ class Category(Flag):
     ACCURACY = auto()  # a score reported in TEST
     INPLACE = auto()  # Caffe computes it correctly with its top equal to its bottom
     # Caffe has no backward pass for it: NOT_IMPLEMENTED aborts, or an empty Backward
-    # leaves the input's gradient untouched (PixelShuffle, BilinearInterpolate)
+    # leaves the input's gradient untouched (this build: PixelShuffle, Pad, HardSwish ...)
     NO_BACKWARD = auto()
 
 

@@ -151,6 +151,9 @@ KINDS = (
     _neuron("Clip"),  # BVLC master's; not in the pinned build
     _neuron("Swish"),  # BVLC master's; not in the pinned build
     _neuron("ReLU6", origin="brocolli", param="relu6_param", torch="emit_neuron:relu6"),
-    _neuron("HardSwish", origin="brocolli", torch="emit_neuron:hardswish"),
-    _neuron("HardSigmoid", origin="brocolli", torch="emit_neuron:hardsigmoid"),
+    # this build's Backward_cpu of both is an empty body (hardswish_layer.hpp ...)
+    _neuron("HardSwish", origin="brocolli", extra=Category.NO_BACKWARD,
+            torch="emit_neuron:hardswish"),
+    _neuron("HardSigmoid", origin="brocolli", extra=Category.NO_BACKWARD,
+            torch="emit_neuron:hardsigmoid"),
 )

@@ -123,5 +123,7 @@ KINDS = (
     kind("SPP", _spp, torch="emit_pool:spp"),
     kind("PSROIPooling", _psroi_pooling, category=Category.NO_BACKWARD, origin="rfcn",
          torch="emit_pool:psroi_pooling"),
-    kind("MaxUnPool", _max_unpool, origin="brocolli", torch="emit_forks:max_unpool"),
+    # Backward_cpu is an empty body in this build (maxunpool_layer.hpp)
+    kind("MaxUnPool", _max_unpool, category=Category.NO_BACKWARD, origin="brocolli",
+         torch="emit_forks:max_unpool"),
 )

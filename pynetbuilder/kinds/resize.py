@@ -119,7 +119,9 @@ KINDS = (
     kind("Upsample", _upsample, origin="brocolli", torch="emit_shape:upsample"),
     kind("PixelShuffle", _pixel_shuffle, category=Category.NO_BACKWARD,
          param="pixelshuffle_param", origin="brocolli", torch="emit_resize:pixel_shuffle"),
-    kind("Pad", _pad, origin="brocolli", torch="emit_shape:pad"),
+    # Backward_cpu is an empty body in this build (pad_layer.cpp)
+    kind("Pad", _pad, category=Category.NO_BACKWARD, origin="brocolli",
+         torch="emit_shape:pad"),
     kind("Resize", _resize, origin="brocolli", torch="emit_resize:resize"),
     kind("BilinearInterpolate", _bilinear, category=Category.NO_BACKWARD, origin="brocolli",
          torch="emit_resize:bilinear_interpolate"),
