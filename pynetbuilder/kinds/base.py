@@ -84,6 +84,9 @@ class Category(Flag):
     ACCURACY = auto()  # a score reported in TEST
     INPLACE = auto()  # Caffe computes it correctly with its top equal to its bottom
     NO_BACKWARD = auto()  # Caffe has no backward pass for it (NOT_IMPLEMENTED aborts)
+    # Caffe aborts when a net's force_backward reaches it: its AllowForceBackward lets
+    # force_backward ask for a gradient its Backward refuses (Embed's index input)
+    NO_FORCED_BACKWARD = auto()
 
 
 class LayerKind(NamedTuple):
