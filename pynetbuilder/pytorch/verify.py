@@ -15,9 +15,9 @@ The backward pass (``gradients``) runs with Caffe's ``force_backward``, which ma
 Caffe differentiate every layer and input, except in a net with a layer that
 force_backward aborts (Category.NO_FORCED_BACKWARD: Embed).  Such a net runs its
 backward as Caffe trains it: from its loss, or else from loss weights put on its
-outputs; then Caffe differentiates only what lies below a learnt parameter (never
-the net's inputs), and only that, with the parameters whose ``lr_mult`` is not 0,
-is compared.
+outputs.  Caffe then differentiates only the blobs computed from a learnt parameter
+(never the net's inputs) and the parameters whose ``lr_mult`` is not 0, and only
+those are compared.
 """
 
 from __future__ import annotations
