@@ -199,12 +199,13 @@ def test_bad_suffix_and_missing_file(tmp_path, capsys):
 
 def test_a_layer_type_without_emitter_is_named(tmp_path, capsys):
     (tmp_path / "n.prototxt").write_text(
-        "layer { name: 'x' type: 'Input' top: 'x' input_param { shape { dim: 1 dim: 2 } } }\n"
-        "layer { name: 'emb' type: 'Embed' bottom: 'x' top: 'y' embed_param { num_output: 3 "
-        "input_dim: 4 } }\n")
+        "layer { name: 'x' type: 'Input' top: 'x' input_param { shape { dim: 1 dim: 2 "
+        "dim: 4 dim: 4 } } }\n"
+        "layer { name: 'cols' type: 'Im2col' bottom: 'x' top: 'y' convolution_param { "
+        "kernel_size: 3 } }\n")
     code, _, err = run_command("verify", str(tmp_path / "n.prototxt"), capsys=capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "layer 'emb' of type 'Embed' has no PyTorch emitter" in err
+    assert "layer 'cols' of type 'Im2col' has no PyTorch emitter" in err
 
 
 def test_pynetbuilder_verify_exit_status_1_names_the_blob(tmp_path):

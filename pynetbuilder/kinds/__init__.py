@@ -12,6 +12,7 @@ by what the layers do:
 - :mod:`~pynetbuilder.kinds.elementwise`: BatchNorm, Scale, activations, LRN, Softmax ...
 - :mod:`~pynetbuilder.kinds.structure`: Eltwise, Concat, Slice, Reshape, Crop ...
 - :mod:`~pynetbuilder.kinds.resize`: Upsample, Pad, Resize ...
+- :mod:`~pynetbuilder.kinds.recurrent`: RNN, LSTM, LSTMUnit
 - :mod:`~pynetbuilder.kinds.detection`: SSD's PriorBox, DetectionOutput ...
 - :mod:`~pynetbuilder.kinds.outputs`: losses, Accuracy
 - :mod:`~pynetbuilder.kinds.forks`: the forks' types (SegNet, PSPNet, ShuffleNet ...)
@@ -37,6 +38,7 @@ from pynetbuilder.kinds import (
     forks,
     outputs,
     pooling,
+    recurrent,
     resize,
     structure,
 )
@@ -57,8 +59,8 @@ __all__ = [
     "types_with", "v1_type",
 ]
 
-_MODULES = (data, convolution, pooling, elementwise, structure, resize, detection, outputs,
-            forks)
+_MODULES = (data, convolution, pooling, elementwise, structure, resize, recurrent, detection,
+            outputs, forks)
 
 
 def _collect() -> MappingProxyType[str, LayerKind]:

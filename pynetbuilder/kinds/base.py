@@ -86,6 +86,9 @@ class Category(Flag):
     # Caffe has no backward pass for it: NOT_IMPLEMENTED aborts, or an empty Backward
     # leaves the input's gradient untouched (this build: PixelShuffle, Pad, HardSwish ...)
     NO_BACKWARD = auto()
+    # Caffe aborts when a net's force_backward reaches it: its AllowForceBackward lets
+    # force_backward ask for a gradient its Backward refuses (Embed's index input)
+    NO_FORCED_BACKWARD = auto()
 
 
 class LayerKind(NamedTuple):

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from pynetbuilder.kinds.base import (
+    Category,
     LayerCost,
     LayerLike,
     ParamBlob,
@@ -125,7 +126,12 @@ def _inner_product(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Sh
 
 def _embed(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
            ) -> LayerCost:
+    """``EmbedLayer::LayerSetUp``/``Reshape``: a row of the input_dim x num_output table
+    per input value, so the top is the input's shape plus num_output.  A table look-up:
+    no MACs counted (the bias, when there is one, is an addition)."""
     p = layer.embed_param
+    if p.num_output < 1 or p.input_dim < 1:
+        raise refuse(layer, "embed_param.num_output and input_dim must be positive")
     blobs = [ParamBlob((p.input_dim, p.num_output))]
     if p.bias_term:
         blobs.append(ParamBlob((p.num_output,)))
@@ -176,5 +182,8 @@ KINDS = (
     kind("InnerProduct", _inner_product, v1="INNER_PRODUCT",
          summary=lambda layer: f"\u2192 {layer.inner_product_param.num_output}", fill=ORANGE,
               torch="emit_conv:inner_product"),
-    kind("Embed", _embed),
+    kind("Embed", _embed, category=Category.NO_FORCED_BACKWARD,
+         summary=lambda layer: f"{layer.embed_param.input_dim} \u2192 "
+                               f"{layer.embed_param.num_output}",
+         fill=ORANGE, torch="emit_recurrent:embed"),
 )

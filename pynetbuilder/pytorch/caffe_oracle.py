@@ -151,6 +151,26 @@ def out_of_place(net: Any) -> Any:
     return out
 
 
+def loss_on_outputs(net: Any, outputs: Mapping[str, Any]) -> Any:
+    """``net`` with ``loss_weight`` 1 on each top in ``outputs`` (0 on the other tops of
+    its layer), so that Caffe's backward reaches every layer without force_backward
+    (a layer must contribute to a loss); the oracle then replaces those tops' diffs by
+    the gradients it is given."""
+    from pynetbuilder.pytorch.adapter import DATA_TYPES
+
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(net)
+    last: dict[str, Any] = {}
+    for layer in out.layer:
+        for top in layer.top:
+            last[top] = layer
+    for layer in {id(la): la for t, la in last.items() if t in outputs}.values():
+        if layer.type not in DATA_TYPES:
+            del layer.loss_weight[:]
+            layer.loss_weight.extend(1.0 if t in outputs else 0.0 for t in layer.top)
+    return out
+
+
 def run_caffe(
     net: Any,
     phase: str,
@@ -160,17 +180,20 @@ def run_caffe(
     seed: int = 0,
     top_diffs: Mapping[str, np.ndarray] | None = None,
     backward: bool = False,
+    force_backward: bool = True,
     keep: Path | None = None,
     timeout: float = 1800,
 ) -> CaffeRun:
-    """Forward (and with ``backward`` a backward pass) in real Caffe.  ``net`` must be
-    ready (:func:`caffe_ready`).  Without ``weights`` every parameter blob is set to
-    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights``, in
-    ``keep`` (a folder that outlives the call; without it the run's files are removed
-    and ``weights`` is None)."""
+    """Forward (and with ``backward`` a backward pass, with Caffe's ``force_backward``
+    unless told otherwise) in real Caffe.  ``net`` must be ready (:func:`caffe_ready`).
+    Without ``weights`` every parameter blob is set to random values (BatchNorm
+    statistics positive) and saved: ``CaffeRun.weights``, in ``keep`` (a folder that
+    outlives the call; without it the run's files are removed and ``weights`` is
+    None)."""
     folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
     try:
-        run = _run_in(folder, net, phase, inputs, weights, seed, top_diffs, backward, timeout)
+        run = _run_in(folder, net, phase, inputs, weights, seed, top_diffs,
+                      backward and force_backward, backward, timeout)
     finally:
         if keep is None:  # nothing left behind (a run's files can be large)
             shutil.rmtree(folder, ignore_errors=True)
@@ -181,12 +204,12 @@ def run_caffe(
 
 def _run_in(folder: Path, net: Any, phase: str, inputs: Mapping[str, np.ndarray],
             weights: str | Path | None, seed: int, top_diffs: Mapping[str, np.ndarray] | None,
-            backward: bool, timeout: float) -> CaffeRun:
+            force: bool, backward: bool, timeout: float) -> CaffeRun:
     from pynetbuilder.schema import to_text
 
     proto = caffe_pb2.NetParameter()
     proto.CopyFrom(net)
-    if backward:
+    if force:
         proto.force_backward = True
     (folder / "net.prototxt").write_text(to_text(proto))
     names = list(inputs)

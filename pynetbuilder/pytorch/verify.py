@@ -4,6 +4,20 @@ Both run the same random input; without given weights Caffe fills every blob at
 random (BatchNorm statistics positive), saves them and the module loads that file.
 A blob agrees when ``max |ours - Caffe's| <= tolerance * max |Caffe's|`` (float32
 rounding; ``tolerance`` 1e-4 by default).
+
+The random input is N(0, 1), except where a layer reads indices: a loss's or an
+accuracy's labels are integers in [0, classes), an Embed's input integers in [0,
+input_dim).  ``verify(..., inputs={name: array})`` gives chosen values to the inputs
+it names (a recurrent layer's ``cont`` with zeros where sequences start, say); the
+others stay random.
+
+The backward pass (``gradients``) runs with Caffe's ``force_backward``, which makes
+Caffe differentiate every layer and input, except in a net with a layer that
+force_backward aborts (Category.NO_FORCED_BACKWARD: Embed).  Such a net runs its
+backward as Caffe trains it: from its loss, or else from loss weights put on its
+outputs.  Caffe then differentiates only the blobs computed from a learnt parameter
+(never the net's inputs) and the parameters whose ``lr_mult`` is not 0, and only
+those are compared.
 """
 
 from __future__ import annotations
@@ -18,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pynetbuilder.errors import NetError
+from pynetbuilder.errors import NetError, UsageError
 from pynetbuilder.pytorch.adapter import Analysed, analysed
 from pynetbuilder.pytorch.caffe_oracle import (
     CaffeNoise,
     CaffeRun,
     caffe_ready,
+    loss_on_outputs,
     out_of_place,
     run_caffe,
     what_caffe_cannot_run,
@@ -33,6 +48,7 @@ from pynetbuilder.pytorch.weights import load_caffemodel
 from pynetbuilder.schema import caffe_pb2
 
 LABEL_READERS = {"SoftmaxWithLoss": 1, "Accuracy": 1}
+INDEX_READERS = {"Embed": lambda layer: layer.embed_param.input_dim}  # of their first input
 
 
 @dataclass
@@ -99,7 +115,8 @@ def compare(name: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float,
 
 def random_inputs(a: Analysed, module: CaffeNet, seed: int) -> dict[str, np.ndarray]:
     """Normal(0, 1) values for every input; labels (read as a loss's or an accuracy's
-    second bottom) integers in [0, classes)."""
+    second bottom) integers in [0, classes), an Embed's indices integers in [0,
+    input_dim)."""
     rng = np.random.default_rng(seed)
     classes: dict[str, int] = {}
     for layer in a.net.layer:
@@ -110,6 +127,10 @@ def random_inputs(a: Analysed, module: CaffeNet, seed: int) -> dict[str, np.ndar
             shape = a.shapes[layer.bottom[0]]
             n = shape[axis + len(shape) if axis < 0 else axis]
             classes[layer.bottom[at]] = min(classes.get(layer.bottom[at], n), n)
+        rows = INDEX_READERS.get(layer.type)
+        if rows is not None and layer.bottom:
+            n = rows(layer)
+            classes[layer.bottom[0]] = min(classes.get(layer.bottom[0], n), n)
     inputs = {}
     for name in module.inputs:
         shape = a.shapes[name]
@@ -118,6 +139,63 @@ def random_inputs(a: Analysed, module: CaffeNet, seed: int) -> dict[str, np.ndar
         else:
             inputs[name] = rng.standard_normal(shape).astype(np.float32)
     return inputs
+
+
+def _given_inputs(a: Analysed, module: CaffeNet, seed: int,
+                  given: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The random inputs with the ``given`` arrays in place of those they name (each
+    an input of the net, of its analysed shape)."""
+    data = random_inputs(a, module, seed)
+    for name, value in (given or {}).items():
+        if name not in data:
+            raise UsageError(f"input {name!r} given to verify is not an input of the net "
+                             f"(its inputs: {', '.join(data)})")
+        array = np.asarray(value, dtype=np.float32)
+        if array.shape != data[name].shape:
+            raise UsageError(f"input {name!r} given to verify has the shape {array.shape}; "
+                             f"the net's is {data[name].shape}")
+        data[name] = array
+    return data
+
+
+@dataclass(frozen=True)
+class CaffeBackward:
+    """What Caffe's backward pass differentiates: with force_backward every blob and
+    parameter (``blobs`` None); without it (see the module's doc) the blobs below a
+    parameter with a nonzero lr_mult, and those parameters (``fixed``: the others)."""
+
+    blobs: frozenset[str] | None = None
+    fixed: frozenset[tuple[str, int]] = frozenset()
+
+    def blob(self, name: str) -> bool:
+        return self.blobs is None or name in self.blobs
+
+    def param(self, layer: str, index: int) -> bool:
+        return (layer, index) not in self.fixed
+
+
+def _forced_backward_aborts(net: Any) -> bool:
+    from pynetbuilder.kinds import Category, types_with
+
+    types = types_with(Category.NO_FORCED_BACKWARD)
+    return any(layer.type in types for layer in net.layer)
+
+
+def _unforced_backward(net: Any, run: CaffeRun) -> CaffeBackward:
+    """``Net::Init`` without force_backward: a layer needs backward when a bottom does
+    or it has a parameter blob whose lr_mult is not 0; its tops then do."""
+    need: set[str] = set()
+    fixed: set[tuple[str, int]] = set()
+    for layer in net.layer:
+        learnt = False
+        for i in range(len(run.params.get(layer.name, ()))):
+            if i < len(layer.param) and layer.param[i].lr_mult == 0:
+                fixed.add((layer.name, i))
+            else:
+                learnt = True
+        if learnt or any(b in need for b in layer.bottom):
+            need.update(layer.top)
+    return CaffeBackward(frozenset(need), frozenset(fixed))
 
 
 def set_noise(module: CaffeNet, noise: CaffeNoise | None) -> None:
@@ -141,9 +219,10 @@ def verify(
 ) -> Verification:
     """Run ``net`` in real Caffe and as a module on one random input; compare every blob
     (and with ``gradients`` the input and parameter gradients of a backward pass:
-    the net's loss, else random output gradients).  ``per_layer``: each layer reads
-    Caffe's own values of its inputs (see :meth:`CaffeNet.run`), so rounding does not
-    build up through the depth of an ill-conditioned net."""
+    the net's loss, else random output gradients).  ``inputs``: arrays for some of
+    the net's inputs, in place of random ones (see the module's doc).  ``per_layer``:
+    each layer reads Caffe's own values of its inputs (see :meth:`CaffeNet.run`), so
+    rounding does not build up through the depth of an ill-conditioned net."""
     a = analysed(net, knobs, phase=phase, input_shape=input_shape)
     unrunnable = what_caffe_cannot_run(a.net)
     if unrunnable is not None:
@@ -155,7 +234,7 @@ def verify(
     module = CaffeNet(a)
     if weights is not None:  # refused here, with the mismatches named, before Caffe runs
         load_caffemodel(module, weights)
-    data = dict(inputs) if inputs is not None else random_inputs(a, module, seed)
+    data = _given_inputs(a, module, seed, inputs)
     drop = _without_backward(a.net) if gradients else ()
     ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop)
     top_diffs = None
@@ -163,12 +242,17 @@ def verify(
         rng = np.random.default_rng(seed + 1)
         top_diffs = {o: rng.standard_normal(a.shapes[o]).astype(np.float32)
                      for o in _outputs(ready)}
+    forced = not (gradients and _forced_backward_aborts(ready))
+    if not forced and top_diffs:
+        ready = loss_on_outputs(ready, top_diffs)
     with tempfile.TemporaryDirectory(prefix="pynetbuilder-verify-") as tmp:
         run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
-                        backward=gradients, keep=Path(tmp))
+                        backward=gradients, force_backward=forced, keep=Path(tmp))
         if weights is None:
             load_caffemodel(module, run.weights)
-    return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer)
+    backward = CaffeBackward() if forced else _unforced_backward(ready, run)
+    return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer,
+                 backward)
 
 
 def _without_backward(net: Any) -> tuple[str, ...]:
@@ -204,10 +288,14 @@ def _outputs(net: Any) -> list[str]:
 
 def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.ndarray],
           seed: int, tolerance: float, gradients: bool,
-          top_diffs: Mapping[str, np.ndarray] | None, per_layer: bool = False) -> Verification:
+          top_diffs: Mapping[str, np.ndarray] | None, per_layer: bool = False,
+          backward: CaffeBackward | None = None) -> Verification:
+    """Compare the module's run on ``data`` with Caffe's ``run`` (``backward``: what
+    Caffe differentiated; by default everything)."""
+    backward = backward or CaffeBackward()
     set_noise(module, CaffeNoise(seed))
     tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).requires_grad_(
-        gradients and k not in _labels(a)) for k, v in data.items()}
+        gradients and k not in _labels(a) and backward.blob(k)) for k, v in data.items()}
     forced = {k: torch.from_numpy(v) for k, v in run.blobs.items()} if per_layer else None
     with torch.set_grad_enabled(gradients):
         blobs = module.run(tensors, forced)
@@ -226,9 +314,10 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
                 result.params.append(compare(f"{layer}[{i}]", _np(t), run.params[layer][i],
                                              tolerance))
     if gradients and per_layer:
-        _check_local_gradients(module, run, tolerance, result)
+        _check_local_gradients(module, run, tolerance, result, backward)
     elif gradients:
-        _check_gradients(module, a, run, blobs, tensors, top_diffs, tolerance, result)
+        _check_gradients(module, a, run, blobs, tensors, top_diffs, tolerance, result,
+                         backward)
     if result.first_failure is not None and not per_layer:
         result.hint = failure_hint(a.net, a.phase, result.first_failure)
     return result
@@ -303,7 +392,7 @@ def _out_of_place(a: Analysed) -> Analysed:
 
 
 def _check_local_gradients(module: CaffeNet, run: CaffeRun, tolerance: float,
-                           result: Verification) -> None:
+                           result: Verification, backward: CaffeBackward) -> None:
     """Each layer's backward on Caffe's own inputs and output gradients: the gradient
     of each blob (summed over the layers reading it) and of each parameter blob."""
     grads: dict[str, torch.Tensor] = {}
@@ -322,12 +411,13 @@ def _check_local_gradients(module: CaffeNet, run: CaffeRun, tolerance: float,
                 grads[b] = grads[b] + x.grad if b in grads else x.grad
     set_noise(module, None)
     for name, g in grads.items():
-        if name in run.diffs:
+        if name in run.diffs and backward.blob(name):
             result.gradients.append(compare(f"d {name}", _np(g), run.diffs[name], tolerance))
     magnitude = _absolute_param_gradients(module, run)
     for layer, tensors_ in _blob_tensors(module).items():
         for i, t in enumerate(tensors_):
-            if isinstance(t, torch.nn.Parameter) and layer in run.param_diffs:
+            if isinstance(t, torch.nn.Parameter) and layer in run.param_diffs \
+                    and backward.param(layer, i):
                 g = t.grad if t.grad is not None else torch.zeros_like(t)
                 result.gradients.append(compare(f"d {layer}[{i}]", _np(g),
                                                 run.param_diffs[layer][i], tolerance,
@@ -385,7 +475,7 @@ def _blob_tensors(module: CaffeNet) -> dict[str, list[torch.Tensor]]:
 
 def _check_gradients(module: CaffeNet, a: Analysed, run: CaffeRun, blobs: dict, tensors: dict,
                      top_diffs: Mapping[str, np.ndarray] | None, tolerance: float,
-                     result: Verification) -> None:
+                     result: Verification, backward: CaffeBackward) -> None:
     if top_diffs:
         total = sum((blobs[o] * torch.from_numpy(g)).sum() for o, g in top_diffs.items())
     else:
@@ -398,7 +488,8 @@ def _check_gradients(module: CaffeNet, a: Analysed, run: CaffeRun, blobs: dict, 
             result.gradients.append(compare(f"d {name}", _np(g), run.diffs[name], tolerance))
     for layer, tensors_ in _blob_tensors(module).items():
         for i, t in enumerate(tensors_):
-            if isinstance(t, torch.nn.Parameter) and layer in run.param_diffs:
+            if isinstance(t, torch.nn.Parameter) and layer in run.param_diffs \
+                    and backward.param(layer, i):
                 g = t.grad if t.grad is not None else torch.zeros_like(t)
                 result.gradients.append(compare(f"d {layer}[{i}]", _np(g),
                                                 run.param_diffs[layer][i], tolerance))
