@@ -270,5 +270,6 @@ KINDS = (
     kind("Silence", _silence, v1="SILENCE", torch="emit_shape:silence"),
     kind("Unsqueeze", _unsqueeze, origin="brocolli"),
     kind("Parameter", _parameter, torch="emit_shape:parameter"),
-    kind("BatchReindex", _batch_reindex),
+    kind("BatchReindex", _batch_reindex, torch="emit_shape:batch_reindex",
+         constant_bottoms=(1,)),
 )

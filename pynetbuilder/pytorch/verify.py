@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from pynetbuilder.pytorch.caffe_oracle import (
     CaffeNoise,
     CaffeRun,
     caffe_ready,
+    forcing_aborts,
     out_of_place,
     run_caffe,
     what_caffe_cannot_run,
@@ -31,7 +32,14 @@ from pynetbuilder.pytorch.caffe_oracle import (
 from pynetbuilder.pytorch.module import CaffeNet
 from pynetbuilder.pytorch.weights import load_caffemodel
 
-LABEL_READERS = {"SoftmaxWithLoss": 1, "Accuracy": 1}
+# inputs read as integers other than class labels (the registry's ``labels`` rule, of a
+# layer's second bottom), or as probabilities: type -> (bottom, how many integers from
+# the layer's bottom shapes; None: a value in [0, 1))
+BOUNDED_INPUTS: dict[str, tuple[int, Callable[[list[tuple[int, ...]]], int] | None]] = {
+    "BatchReindex": (1, lambda shapes: shapes[0][0] if shapes[0] else 1),  # an item
+    "ContrastiveLoss": (2, lambda shapes: 2),  # similar (1) or not (0)
+    "SigmoidCrossEntropyLoss": (1, None),  # a target probability
+}
 
 
 @dataclass
@@ -96,26 +104,46 @@ def compare(name: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float,
 
 
 def random_inputs(a: Analysed, module: CaffeNet, seed: int) -> dict[str, np.ndarray]:
-    """Normal(0, 1) values for every input; labels (read as a loss's or an accuracy's
-    second bottom) integers in [0, classes)."""
+    """Normal(0, 1) values for every input; labels (a layer's class indices: the
+    registry's ``labels``) integers in [0, classes), and the inputs of
+    :data:`BOUNDED_INPUTS` integers or probabilities as those layers read them."""
     rng = np.random.default_rng(seed)
-    classes: dict[str, int] = {}
-    for layer in a.net.layer:
-        at = LABEL_READERS.get(layer.type)
-        if at is not None and len(layer.bottom) > at:
-            axis = getattr(layer, "softmax_param" if layer.type != "Accuracy"
-                           else "accuracy_param").axis
-            shape = a.shapes[layer.bottom[0]]
-            n = shape[axis + len(shape) if axis < 0 else axis]
-            classes[layer.bottom[at]] = min(classes.get(layer.bottom[at], n), n)
+    bounds = _input_bounds(a)
     inputs = {}
     for name in module.inputs:
         shape = a.shapes[name]
-        if name in classes:
-            inputs[name] = rng.integers(0, classes[name], size=shape).astype(np.float32)
-        else:
+        bound = bounds.get(name)
+        if bound is None:
             inputs[name] = rng.standard_normal(shape).astype(np.float32)
+        elif bound == 0:
+            inputs[name] = rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
+        else:
+            inputs[name] = rng.integers(0, bound, size=shape).astype(np.float32)
     return inputs
+
+
+def _input_bounds(a: Analysed) -> dict[str, int]:
+    """Blob -> the integers it may hold (the fewest any reader takes), 0 for a
+    probability."""
+    from pynetbuilder.kinds import kind_of
+
+    bounds: dict[str, int] = {}
+    for layer in a.net.layer:
+        shapes = [a.shapes[b] for b in layer.bottom if b in a.shapes]
+        if len(shapes) < len(layer.bottom):
+            continue
+        rule = kind_of(layer.type).labels
+        found: list[tuple[int, int]] = []
+        if rule is not None and len(shapes) > 1:
+            found.append((1, rule(layer, shapes[0])[0]))
+        bounded = BOUNDED_INPUTS.get(layer.type)
+        if bounded is not None and len(shapes) > bounded[0]:
+            at, count = bounded
+            found.append((at, count(shapes) if count is not None else 0))
+        for at, n in found:
+            blob = layer.bottom[at]
+            bounds[blob] = min(bounds.get(blob, n), n) if n else bounds.get(blob, 0)
+    return bounds
 
 
 def set_noise(module: CaffeNet, noise: CaffeNoise | None) -> None:
@@ -155,7 +183,9 @@ def verify(
         load_caffemodel(module, weights)
     data = dict(inputs) if inputs is not None else random_inputs(a, module, seed)
     drop = _without_backward(a.net) if gradients else ()
-    ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop)
+    force = not gradients or _forcible(a.net, module)
+    held = () if force else [n for n in module.inputs if n not in _constant_inputs(a)]
+    ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop, parameters=held)
     top_diffs = None
     if gradients and not module.loss_weights:
         rng = np.random.default_rng(seed + 1)
@@ -163,10 +193,28 @@ def verify(
                      for o in _outputs(ready)}
     with tempfile.TemporaryDirectory(prefix="pynetbuilder-verify-") as tmp:
         run = run_caffe(ready, phase, data, weights=weights, seed=seed, top_diffs=top_diffs,
-                        backward=gradients, keep=Path(tmp))
+                        backward=gradients, keep=Path(tmp), force_backward=force)
         if weights is None:
             load_caffemodel(module, run.weights)
     return check(module, a, run, data, seed, tolerance, gradients, top_diffs, per_layer)
+
+
+def _forcible(net: Any, module: CaffeNet) -> bool:
+    """Whether Caffe can compare gradients under force_backward (which gives every
+    input's gradient, with or without a loss).  A layer it makes abort
+    (:func:`forcing_aborts`: BatchReindex, InfogainLoss with its matrix as an input)
+    leaves Caffe's backward as training runs it, from the net's losses to its inputs
+    held as learnt blobs: without a loss there is nothing to compare."""
+    from pynetbuilder.errors import UsageError
+
+    blocker = forcing_aborts(net)
+    if blocker is None:
+        return True
+    if not module.loss_weights:
+        raise UsageError(f"layer {blocker.name!r} ({blocker.type}) makes Caffe abort when "
+                         "its backward pass is forced through a net without a loss: give the "
+                         "net a loss to compare gradients (or verify it without --gradients)")
+    return False
 
 
 def _without_backward(net: Any) -> tuple[str, ...]:
@@ -205,7 +253,7 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
           top_diffs: Mapping[str, np.ndarray] | None, per_layer: bool = False) -> Verification:
     set_noise(module, CaffeNoise(seed))
     tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).requires_grad_(
-        gradients and k not in _labels(a)) for k, v in data.items()}
+        gradients and k not in _constant_inputs(a)) for k, v in data.items()}
     forced = {k: torch.from_numpy(v) for k, v in run.blobs.items()} if per_layer else None
     with torch.set_grad_enabled(gradients):
         blobs = module.run(tensors, forced)
@@ -312,9 +360,13 @@ def _loss_scales(a: Analysed, run: CaffeRun) -> dict[str, float]:
     return scales
 
 
-def _labels(a: Analysed) -> set[str]:
-    return {la.bottom[LABEL_READERS[la.type]] for la in a.net.layer
-            if la.type in LABEL_READERS and len(la.bottom) > 1}
+def _constant_inputs(a: Analysed) -> set[str]:
+    """The blobs read as a bottom that Caffe never differentiates (labels, indices, a
+    loss's matrix: the registry's ``constant_bottoms``)."""
+    from pynetbuilder.kinds import kind_of
+
+    return {la.bottom[i] for la in a.net.layer
+            for i in kind_of(la.type).constant_bottoms if i < len(la.bottom)}
 
 
 def _blob_tensors(module: CaffeNet) -> dict[str, list[torch.Tensor]]:
