@@ -222,6 +222,20 @@ def test_contrastive_loss_similarity_is_any_nonzero_integer(tmp_path):
           inputs={"a": a, "b": b, "s": s})
 
 
+def test_contrastive_loss_gradient_of_close_dissimilar_pairs(tmp_path):
+    """Dissimilar pairs 1e-3 to 1e-2 apart, where Caffe's d + 1e-4 differs from d by up
+    to 6% (the exact derivative of its loss would fail here; measured)."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((6, 3)).astype(np.float32)
+    step = np.array([1e-3, 2e-3, 5e-3, 1e-2, 1.0, 0.5], np.float32).reshape(-1, 1)
+    b = (a + step * rng.choice([-1.0, 1.0], size=(6, 3))).astype(np.float32)
+    s = np.array([0, 0, 0, 0, 1, 0], np.float32)
+    layers = [layer("l", "ContrastiveLoss", ["a", "b", "s"],
+                    params="contrastive_loss_param { margin: 2 legacy_version: false }")]
+    check(tmp_path, {"a": (6, 3), "b": (6, 3), "s": (6,)}, layers, "train", ("a", "b"),
+          inputs={"a": a, "b": b, "s": s})
+
+
 @pytest.mark.parametrize("phase", PHASES)
 def test_smooth_l1_loss(tmp_path, phase):
     """SSD's SmoothL1Loss (this build's extra): ``0.5 d^2`` below 1, ``|d| - 0.5`` above,
