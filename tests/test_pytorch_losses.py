@@ -402,3 +402,47 @@ def test_layers_caffe_refuses_are_refused_with_its_reason(layer_text, message, t
             "[b.data.__setitem__(..., 0) for b in net.blobs.values()]; net.forward()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode != 0, f"Caffe accepted {layer_text}"
+
+
+def test_modules_trace_with_torch_fx(tmp_path):
+    """No control flow on tensor values: torch.fx traces a net of every layer here and
+    the traced module gives the same losses and columns (and the same gradients)."""
+    import torch
+
+    from pynetbuilder.pytorch import to_module
+
+    h = tmp_path / "H.binaryproto"
+    write_blob(h, np.eye(4) + 0.5, legacy=False)
+    layers = [
+        layer("sce", "SigmoidCrossEntropyLoss", ["x", "t"]),
+        layer("hinge", "HingeLoss", ["x", "y"], params="hinge_loss_param { norm: L2 }"),
+        layer("sm", "Softmax", "x", "p"),
+        layer("mll", "MultinomialLogisticLoss", ["p", "y"]),
+        layer("info", "InfogainLoss", ["p", "y", "h"]),
+        layer("info_src", "InfogainLoss", ["p", "y"],
+              params=f"infogain_loss_param {{ source: '{h}' }}"),
+        layer("contrastive", "ContrastiveLoss", ["x", "t", "y"]),
+        layer("smooth", "SmoothL1Loss", ["x", "t"]),
+        layer("reindex", "BatchReindex", ["x", "j"], "reindex"),
+        *im2col_grid("planar"),
+    ]
+    shapes = {"x": (3, 4), "t": (3, 4), "y": (3,), "h": (1, 1, 4, 4), "j": (5,),
+              "planar": (2, 3, 7, 6), "v": (2, 3, 5, 6, 7), "s": (2, 3, 9)}
+    module = to_module(parse_net(net_text(shapes, layers)), phase="train")
+    rng = np.random.default_rng(10)
+    inputs = {k: torch.from_numpy(rng.standard_normal(v).astype(np.float32))
+              for k, v in shapes.items()}
+    inputs["y"] = torch.tensor([0.0, 3.0, 1.0])
+    inputs["j"] = torch.tensor([2.0, 0.0, 0.0, 1.0, 2.0])
+    traced = torch.fx.symbolic_trace(module)
+    grads = []
+    for run in (module, traced):
+        x = inputs["x"].clone().requires_grad_(True)
+        outputs = run(**{**inputs, "x": x})
+        module.loss(outputs).backward()
+        grads.append((outputs, x.grad))
+    (expected, expected_grad), (got, got_grad) = grads
+    assert expected.keys() == got.keys() and len(expected) == 16
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
+    assert torch.equal(got_grad, expected_grad) and expected_grad.abs().sum() > 0
