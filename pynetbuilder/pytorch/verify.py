@@ -108,42 +108,45 @@ def random_inputs(a: Analysed, module: CaffeNet, seed: int) -> dict[str, np.ndar
     registry's ``labels``) integers in [0, classes), and the inputs of
     :data:`BOUNDED_INPUTS` integers or probabilities as those layers read them."""
     rng = np.random.default_rng(seed)
-    bounds = _input_bounds(a)
+    integers, probabilities = _bounded_inputs(a)
     inputs = {}
     for name in module.inputs:
         shape = a.shapes[name]
-        bound = bounds.get(name)
-        if bound is None:
-            inputs[name] = rng.standard_normal(shape).astype(np.float32)
-        elif bound == 0:
+        if name in integers:
+            inputs[name] = rng.integers(0, integers[name], size=shape).astype(np.float32)
+        elif name in probabilities:
             inputs[name] = rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
         else:
-            inputs[name] = rng.integers(0, bound, size=shape).astype(np.float32)
+            inputs[name] = rng.standard_normal(shape).astype(np.float32)
     return inputs
 
 
-def _input_bounds(a: Analysed) -> dict[str, int]:
-    """Blob -> the integers it may hold (the fewest any reader takes), 0 for a
-    probability."""
+def _bounded_inputs(a: Analysed) -> tuple[dict[str, int], set[str]]:
+    """The blobs read as integers (blob -> how many: the fewest any reader takes) and
+    those read as probabilities."""
     from pynetbuilder.kinds import kind_of
 
-    bounds: dict[str, int] = {}
+    integers: dict[str, int] = {}
+    probabilities: set[str] = set()
     for layer in a.net.layer:
         shapes = [a.shapes[b] for b in layer.bottom if b in a.shapes]
         if len(shapes) < len(layer.bottom):
             continue
+        found: list[tuple[int, int | None]] = []
         rule = kind_of(layer.type).labels
-        found: list[tuple[int, int]] = []
         if rule is not None and len(shapes) > 1:
             found.append((1, rule(layer, shapes[0])[0]))
         bounded = BOUNDED_INPUTS.get(layer.type)
         if bounded is not None and len(shapes) > bounded[0]:
             at, count = bounded
-            found.append((at, count(shapes) if count is not None else 0))
+            found.append((at, count(shapes) if count is not None else None))
         for at, n in found:
             blob = layer.bottom[at]
-            bounds[blob] = min(bounds.get(blob, n), n) if n else bounds.get(blob, 0)
-    return bounds
+            if n is None:
+                probabilities.add(blob)
+            else:
+                integers[blob] = min(integers.get(blob, n), n)
+    return integers, probabilities
 
 
 def set_noise(module: CaffeNet, noise: CaffeNoise | None) -> None:
