@@ -104,7 +104,9 @@ class LayerKind(NamedTuple):
     ``"module:function"`` reference to its PyTorch emitter, imported only when a
     module is built; ``labels``, for a layer whose second bottom holds class indices
     (losses, Accuracy), how many classes it has and which label it ignores (Caffe's
-    release build reads outside its arrays for a label out of range).
+    release build reads outside its arrays for a label out of range);
+    ``constant_bottoms`` the indices of the bottoms Caffe's backward never
+    differentiates (labels, indices, a loss's matrix): their gradient is none.
     """
 
     type: str
@@ -120,6 +122,7 @@ class LayerKind(NamedTuple):
     origin: str = "bvlc"
     torch: str = ""
     labels: LabelRule | None = None
+    constant_bottoms: tuple[int, ...] = ()
 
     def is_a(self, category: Category) -> bool:
         return bool(self.category & category)

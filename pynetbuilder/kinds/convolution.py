@@ -53,6 +53,10 @@ def _geometry(layer: LayerLike, bottom: Shape, *, outputs: bool = True) -> _Conv
         if given not in (0, 1, nd):
             raise refuse(layer, f"{name} must be given once or once per spatial axis "
                                 f"({nd}), got {given} values")
+    if nd != 2 and any(p.HasField(f"{n}_{hw}") for n in ("kernel", "stride", "pad")
+                       for hw in "hw"):
+        raise refuse(layer, f"kernel/stride/pad _h and _w are for 2-D inputs; this one has "
+                            f"{nd} spatial axes")
     kernel = spatial(p, "kernel", 0, nd)
     if 0 in kernel:
         raise refuse(layer, "has no kernel size (kernel dimensions must be nonzero)")
@@ -107,8 +111,12 @@ def _deconvolution(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Sh
 
 def _im2col(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
             ) -> LayerCost:
-    g = _geometry(layer, bottoms[0], outputs=False)
-    return LayerCost([(g.n, g.channels * count(g.kernel), *_conv_out(g))])
+    """``Im2colLayer::Reshape``: the channels are axis ``convolution_param.axis`` (the
+    axes before it items, those after it spatial), times the kernel's size."""
+    b = bottoms[0]
+    axis = axis_index(layer.convolution_param.axis, len(b))
+    g = _geometry(layer, (count(b[:axis]), *b[axis:]), outputs=False)
+    return LayerCost([(*b[:axis], g.channels * count(g.kernel), *_conv_out(g))])
 
 
 def _inner_product(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
@@ -178,11 +186,12 @@ KINDS = (
          torch="emit_conv:convolution"),
     kind("Deconvolution", _deconvolution, v1="DECONVOLUTION", param="convolution_param",
          summary=_conv_summary, fill=BLUE, torch="emit_conv:deconvolution"),
-    kind("Im2col", _im2col, v1="IM2COL", param="convolution_param"),
+    kind("Im2col", _im2col, v1="IM2COL", param="convolution_param", torch="emit_conv:im2col"),
     kind("InnerProduct", _inner_product, v1="INNER_PRODUCT",
          summary=lambda layer: f"\u2192 {layer.inner_product_param.num_output}", fill=ORANGE,
               torch="emit_conv:inner_product"),
-    kind("Embed", _embed, category=Category.NO_FORCED_BACKWARD,
+    # embed_layer.cpp: CHECK(!propagate_down[0]) "Can't backpropagate to EmbedLayer input"
+    kind("Embed", _embed, category=Category.NO_FORCED_BACKWARD, constant_bottoms=(0,),
          summary=lambda layer: f"{layer.embed_param.input_dim} \u2192 "
                                f"{layer.embed_param.num_output}",
          fill=ORANGE, torch="emit_recurrent:embed"),

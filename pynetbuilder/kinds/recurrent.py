@@ -128,10 +128,14 @@ def _summary(layer: LayerLike) -> str:
     return f"\u2192 {p.num_output}" + (" exposed" if p.expose_hidden else "")
 
 
+# cont (the sequence continuation indicators) is never differentiated: RNN's and LSTM's
+# bottom 1 (recurrent_layer.cpp: "Cannot backpropagate to sequence indicators"),
+# LSTMUnit's bottom 2 (lstm_layer.hpp's AllowForceBackward)
 KINDS = (
     kind("RNN", _rnn, param="recurrent_param", summary=_summary, fill=LAVENDER,
-         torch="emit_recurrent:rnn"),
+         torch="emit_recurrent:rnn", constant_bottoms=(1,)),
     kind("LSTM", _lstm, param="recurrent_param", summary=_summary, fill=LAVENDER,
-         torch="emit_recurrent:lstm"),
-    kind("LSTMUnit", _lstm_unit, fill=LAVENDER, torch="emit_recurrent:lstm_unit"),
+         torch="emit_recurrent:lstm", constant_bottoms=(1,)),
+    kind("LSTMUnit", _lstm_unit, fill=LAVENDER, torch="emit_recurrent:lstm_unit",
+         constant_bottoms=(2,)),
 )

@@ -266,5 +266,7 @@ KINDS = (
     kind("Unsqueeze", _unsqueeze, category=Category.NO_BACKWARD, origin="brocolli",
          torch="emit_shape:reshape"),
     kind("Parameter", _parameter, torch="emit_shape:parameter"),
-    kind("BatchReindex", _batch_reindex),
+    # batch_reindex_layer.cpp: CHECK(!propagate_down[1]) "Cannot backprop to index."
+    kind("BatchReindex", _batch_reindex, category=Category.NO_FORCED_BACKWARD,
+         torch="emit_shape:batch_reindex", constant_bottoms=(1,)),
 )

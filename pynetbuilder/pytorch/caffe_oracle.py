@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ from pynetbuilder.caffe_process import cpu_engine
 from pynetbuilder.schema import caffe_pb2
 
 SHAKE = ("pynetbuilder.caffe_layers.shake_shake", "ShakeShake")
-
-
+# the Parameter layer that holds an input when the oracle runs without force_backward
+INPUT_PARAMETER = "pynetbuilder-input:"
 class CaffeError(RuntimeError):
     """Caffe refused the net or crashed (the message carries its last log lines)."""
 
@@ -44,26 +44,29 @@ class CaffeRun:
 
 
 def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
-                drop_types: tuple[str, ...] = ()) -> Any:
+                drop_types: tuple[str, ...] = (), parameters: Collection[str] = ()) -> Any:
     """``net`` (one phase's NetParameter) as Caffe can run it without data: every data
     layer an ``Input`` layer of the analysed shapes, ShakeShake layers seeded
-    (``seed + i`` for the i-th), layers of ``drop_types`` removed."""
+    (``seed + i`` for the i-th), layers of ``drop_types`` removed.  The inputs named in
+    ``parameters`` are each the blob of a ``Parameter`` layer instead (named
+    ``INPUT_PARAMETER + input``): without force_backward, Caffe computes the gradient
+    of a learnt blob, never of an ``Input``'s."""
     from pynetbuilder.pytorch.adapter import DATA_TYPES
 
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
     del out.layer[:]
+    if set(net.input) & set(parameters):
+        _header_inputs(out, shapes, parameters)
     shake = 0
     for layer in net.layer:
         if layer.type in drop_types:
             continue
-        new = out.layer.add()
-        if layer.type in DATA_TYPES and layer.type != "Input":
-            new.name, new.type = layer.name, "Input"
-            new.top.extend(layer.top)
-            for top in layer.top:
-                new.input_param.shape.add().dim.extend(shapes[top])
+        if layer.type in DATA_TYPES and (layer.type != "Input" or set(layer.top) & set(
+                parameters)):
+            _inputs_of(out, layer, shapes, parameters)
             continue
+        new = out.layer.add()
         new.CopyFrom(layer)
         del new.include[:]
         del new.exclude[:]
@@ -80,6 +83,53 @@ def caffe_ready(net: Any, shapes: Mapping[str, tuple[int, ...]], seed: int,
 # types this build registers with a CPU forward that is NOT_IMPLEMENTED (it aborts)
 GPU_ONLY = {"PSROIPooling": "R-FCN's kernel is GPU-only: psroi_pooling_layer.cpp's "
                             "Forward_cpu is NOT_IMPLEMENTED"}
+
+
+def _inputs_of(out: Any, layer: Any, shapes: Mapping[str, tuple[int, ...]],
+               parameters: Collection[str]) -> None:
+    """A data layer's tops as ``Input`` layer tops, or ``Parameter`` layers' blobs."""
+    kept = [t for t in layer.top if t not in parameters]
+    if kept:
+        new = out.layer.add(name=layer.name, type="Input")
+        new.top.extend(kept)
+        for top in kept:
+            new.input_param.shape.add().dim.extend(shapes[top])
+    for top in layer.top:
+        if top in parameters:
+            held = out.layer.add(name=INPUT_PARAMETER + top, type="Parameter", top=[top])
+            held.parameter_param.shape.dim.extend(shapes[top])
+
+
+def _header_inputs(out: Any, shapes: Mapping[str, tuple[int, ...]],
+                   parameters: Collection[str]) -> None:
+    """The net's header inputs (``input:``) named in ``parameters`` as ``Parameter``
+    layers; the others kept, each with its ``input_shape``."""
+    names = list(out.input)
+    for header in ("input", "input_shape", "input_dim"):
+        out.ClearField(header)
+    for name in names:
+        if name in parameters:
+            held = out.layer.add(name=INPUT_PARAMETER + name, type="Parameter", top=[name])
+            held.parameter_param.shape.dim.extend(shapes[name])
+        else:
+            out.input.append(name)
+            out.input_shape.add().dim.extend(shapes[name])
+
+
+def forcing_aborts(net: Any) -> Any | None:
+    """The first layer of ``net`` whose backward aborts under force_backward, or None.
+    Caffe forces every bottom a layer's ``AllowForceBackward`` allows (all but a loss's
+    second, its labels); a NO_FORCED_BACKWARD type refuses to differentiate its constant
+    bottoms (Embed's indices, BatchReindex's, InfogainLoss's matrix given as an input)."""
+    from pynetbuilder.kinds import Category, kind_of
+
+    for layer in net.layer:
+        entry = kind_of(layer.type)
+        if entry.is_a(Category.NO_FORCED_BACKWARD) and any(
+                i < len(layer.bottom) and not (entry.is_a(Category.LOSS) and i == 1)
+                for i in entry.constant_bottoms):
+            return layer
+    return None
 
 
 def what_caffe_cannot_run(net: Any) -> str | None:
@@ -180,16 +230,17 @@ def run_caffe(
     seed: int = 0,
     top_diffs: Mapping[str, np.ndarray] | None = None,
     backward: bool = False,
-    force_backward: bool = True,
     keep: Path | None = None,
     timeout: float = 1800,
+    force_backward: bool = True,
 ) -> CaffeRun:
-    """Forward (and with ``backward`` a backward pass, with Caffe's ``force_backward``
-    unless told otherwise) in real Caffe.  ``net`` must be ready (:func:`caffe_ready`).
-    Without ``weights`` every parameter blob is set to random values (BatchNorm
-    statistics positive) and saved: ``CaffeRun.weights``, in ``keep`` (a folder that
-    outlives the call; without it the run's files are removed and ``weights`` is
-    None)."""
+    """Forward (and with ``backward`` a backward pass) in real Caffe.  ``net`` must be
+    ready (:func:`caffe_ready`).  Without ``weights`` every parameter blob is set to
+    random values (BatchNorm statistics positive) and saved: ``CaffeRun.weights``, in
+    ``keep`` (a folder that outlives the call; without it the run's files are removed
+    and ``weights`` is None).  The backward pass is forced through every layer unless
+    ``force_backward`` is False (then Caffe runs it as training does: from the losses
+    to the learnt blobs, ``INPUT_PARAMETER`` layers included)."""
     folder = Path(tempfile.mkdtemp(prefix="caffe-oracle-", dir=keep))
     try:
         run = _run_in(folder, net, phase, inputs, weights, seed, top_diffs,
@@ -209,8 +260,7 @@ def _run_in(folder: Path, net: Any, phase: str, inputs: Mapping[str, np.ndarray]
 
     proto = caffe_pb2.NetParameter()
     proto.CopyFrom(net)
-    if force:
-        proto.force_backward = True
+    proto.force_backward = force
     (folder / "net.prototxt").write_text(to_text(proto))
     names = list(inputs)
     np.savez(folder / "inputs.npz", *[np.asarray(inputs[n], dtype=np.float32) for n in names])
@@ -327,7 +377,8 @@ def _child(folder: Path) -> None:
         net.save(str(folder / "weights.caffemodel"))
     with np.load(folder / "inputs.npz") as data:
         for i, name in enumerate(request["inputs"]):
-            net.blobs[name].data[...] = data[f"arr_{i}"]
+            held = net.params.get(INPUT_PARAMETER + name)
+            (held[0] if held is not None else net.blobs[name]).data[...] = data[f"arr_{i}"]
     caffe.set_random_seed(request["seed"])
     net._forward(0, len(net.layers) - 1)
     meta: list[tuple[str, str, int]] = []

@@ -1,4 +1,5 @@
-"""Convolution, Deconvolution and InnerProduct (weights in Caffe's blob layout)."""
+"""Convolution, Deconvolution and InnerProduct (weights in Caffe's blob layout), and
+Im2col."""
 
 from __future__ import annotations
 
@@ -99,3 +100,40 @@ def inner_product(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: st
     axis = caffe_axis(p.axis, len(b))
     k = math.prod(b[axis:])
     return InnerProduct(axis, k, p.num_output, p.bias_term, p.transpose, len(b))
+
+
+class Im2col(CaffeLayer):
+    """``im2col_layer.cpp``: each window of the zero-padded input as a column, channel
+    by channel and kernel position by position (``c * prod(kernel) + k``), over the
+    output's spatial grid; the axes before ``convolution_param.axis`` are items.  Its
+    gradient adds each column back where it came from (``col2im``), as autograd of the
+    pad, window and slice views does."""
+
+    def __init__(self, items: Shape, kernel: Shape, stride: Shape, pad: Shape,
+                 dilation: Shape, top: Shape) -> None:
+        super().__init__()
+        self.items, self.kernel, self.stride = items, kernel, stride
+        self.dilation, self.top = dilation, top
+        self.pads = [p for pd in reversed(pad) for p in (pd, pd)]  # last axis first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nd = len(self.kernel)
+        y = x.reshape(self.items)  # items x channels x spatial
+        if any(self.pads):
+            y = nnf.pad(y, self.pads)
+        for i, (k, s, d) in enumerate(zip(self.kernel, self.stride, self.dilation)):
+            y = y.unfold(2 + i, d * (k - 1) + 1, s)  # each window's extent, last
+        y = y[(..., *(slice(None, None, d) for d in self.dilation))]
+        # items x channels x out... x kernel...  ->  items x channels x kernel... x out...
+        order = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
+        return y.permute(order).reshape(self.top)
+
+
+def im2col(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
+    p = layer.convolution_param
+    b = bottoms[0]
+    axis = caffe_axis(p.axis, len(b))
+    nd = len(b) - axis - 1
+    items = (math.prod(b[:axis]), *b[axis:])
+    return Im2col(items, spatial(p, "kernel", 0, nd), spatial(p, "stride", 1, nd),
+                  spatial(p, "pad", 0, nd), spatial(p, "dilation", 1, nd), tuple(tops[0]))

@@ -1,6 +1,6 @@
 """Layers that combine, split, move or copy blobs: Eltwise, Concat, Slice, Split,
 Flatten, Reshape, Crop, Permute, Upsample, Silence, Tile, and ArgMax, Softmax,
-Reduction, PriorBox, Parameter."""
+Reduction, PriorBox, Parameter, BatchReindex."""
 
 from __future__ import annotations
 
@@ -390,3 +390,16 @@ class Parameter(CaffeLayer):
 
 def parameter(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> CaffeLayer:
     return Parameter(tuple(tops[0]))
+
+
+class BatchReindex(CaffeLayer):
+    """``batch_reindex_layer.cpp``: item ``idx[i]`` (cast to int) of the first input as
+    item ``i``; the gradient sums back into each item picked (none to the indices)."""
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return x.index_select(0, index.detach().reshape(-1).to(torch.int64))
+
+
+def batch_reindex(layer: Any, bottoms: list[Shape], tops: list[Shape],
+                  phase: str) -> CaffeLayer:
+    return BatchReindex()

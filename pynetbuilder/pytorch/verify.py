@@ -5,26 +5,30 @@ random (BatchNorm statistics positive), saves them and the module loads that fil
 A blob agrees when ``max |ours - Caffe's| <= tolerance * max |Caffe's|`` (float32
 rounding; ``tolerance`` 1e-4 by default).
 
-The random input is N(0, 1), except where a layer reads indices: a loss's or an
-accuracy's labels are integers in [0, classes), an Embed's input integers in [0,
-input_dim).  ``verify(..., inputs={name: array})`` gives chosen values to the inputs
-it names (a recurrent layer's ``cont`` with zeros where sequences start, say); the
-others stay random.
+The random input is N(0, 1), except where a layer reads indices or probabilities
+(:data:`BOUNDED_INPUTS` and the registry's ``labels``): a loss's or an accuracy's labels
+are integers in [0, classes), an Embed's input integers in [0, input_dim), a
+BatchReindex's indices items of its batch.  ``verify(..., inputs={name: array})`` gives
+chosen values to the inputs it names (a recurrent layer's ``cont`` with zeros where
+sequences start, say); the others stay random.
 
 The backward pass (``gradients``) runs with Caffe's ``force_backward``, which makes
-Caffe differentiate every layer and input, except in a net with a layer that
-force_backward aborts (Category.NO_FORCED_BACKWARD: Embed).  Such a net runs its
-backward as Caffe trains it: from its loss, or else from loss weights put on its
-outputs.  Caffe then differentiates only the blobs computed from a learnt parameter
-(never the net's inputs) and the parameters whose ``lr_mult`` is not 0, and only
-those are compared.
+Caffe differentiate every layer and input, except in a net with a layer whose backward
+force_backward makes abort (``caffe_oracle.forcing_aborts``: the registry's
+NO_FORCED_BACKWARD types reading a constant bottom Caffe would force: Embed's indices,
+BatchReindex's, InfogainLoss's matrix given as an input).  Such a net runs its backward
+as Caffe trains it: from its losses, or else from loss weights put on its outputs, with
+every input that is not constant (labels, indices) held as a learnt blob (a
+``Parameter`` layer), so that its gradient is still compared.  Caffe then differentiates
+the blobs computed from a learnt blob and the parameters whose ``lr_mult`` is not 0, and
+only those are compared.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ from pynetbuilder.pytorch.caffe_oracle import (
     CaffeNoise,
     CaffeRun,
     caffe_ready,
+    forcing_aborts,
     loss_on_outputs,
     out_of_place,
     run_caffe,
@@ -47,8 +52,15 @@ from pynetbuilder.pytorch.module import CaffeNet
 from pynetbuilder.pytorch.weights import load_caffemodel
 from pynetbuilder.schema import caffe_pb2
 
-LABEL_READERS = {"SoftmaxWithLoss": 1, "Accuracy": 1}
-INDEX_READERS = {"Embed": lambda layer: layer.embed_param.input_dim}  # of their first input
+# inputs read as integers other than class labels (the registry's ``labels`` rule, of a
+# layer's second bottom), or as probabilities: type -> (bottom, how many integers from
+# the layer and its bottom shapes; None: a value in [0, 1))
+BOUNDED_INPUTS: dict[str, tuple[int, Callable[[Any, list[tuple[int, ...]]], int] | None]] = {
+    "BatchReindex": (1, lambda layer, shapes: shapes[0][0] if shapes[0] else 1),  # items
+    "ContrastiveLoss": (2, lambda layer, shapes: 2),  # similar (1) or not (0)
+    "Embed": (0, lambda layer, shapes: layer.embed_param.input_dim),  # table rows
+    "SigmoidCrossEntropyLoss": (1, None),  # a target probability
+}
 
 
 @dataclass
@@ -114,28 +126,18 @@ def compare(name: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float,
 
 
 def random_inputs(a: Analysed, module: CaffeNet, seed: int) -> dict[str, np.ndarray]:
-    """Normal(0, 1) values for every input; labels (read as a loss's or an accuracy's
-    second bottom) integers in [0, classes), an Embed's indices integers in [0,
-    input_dim)."""
+    """Normal(0, 1) values for every input; labels (a layer's class indices: the
+    registry's ``labels``) integers in [0, classes), and the inputs of
+    :data:`BOUNDED_INPUTS` integers or probabilities as those layers read them."""
     rng = np.random.default_rng(seed)
-    classes: dict[str, int] = {}
-    for layer in a.net.layer:
-        at = LABEL_READERS.get(layer.type)
-        if at is not None and len(layer.bottom) > at:
-            axis = getattr(layer, "softmax_param" if layer.type != "Accuracy"
-                           else "accuracy_param").axis
-            shape = a.shapes[layer.bottom[0]]
-            n = shape[axis + len(shape) if axis < 0 else axis]
-            classes[layer.bottom[at]] = min(classes.get(layer.bottom[at], n), n)
-        rows = INDEX_READERS.get(layer.type)
-        if rows is not None and layer.bottom:
-            n = rows(layer)
-            classes[layer.bottom[0]] = min(classes.get(layer.bottom[0], n), n)
+    integers, probabilities = _bounded_inputs(a)
     inputs = {}
     for name in module.inputs:
         shape = a.shapes[name]
-        if name in classes:
-            inputs[name] = rng.integers(0, classes[name], size=shape).astype(np.float32)
+        if name in integers:
+            inputs[name] = rng.integers(0, integers[name], size=shape).astype(np.float32)
+        elif name in probabilities:
+            inputs[name] = rng.uniform(0.0, 1.0, size=shape).astype(np.float32)
         else:
             inputs[name] = rng.standard_normal(shape).astype(np.float32)
     return inputs
@@ -174,13 +176,6 @@ class CaffeBackward:
         return (layer, index) not in self.fixed
 
 
-def _forced_backward_aborts(net: Any) -> bool:
-    from pynetbuilder.kinds import Category, types_with
-
-    types = types_with(Category.NO_FORCED_BACKWARD)
-    return any(layer.type in types for layer in net.layer)
-
-
 def _unforced_backward(net: Any, run: CaffeRun) -> CaffeBackward:
     """``Net::Init`` without force_backward: a layer needs backward when a bottom does
     or it has a parameter blob whose lr_mult is not 0; its tops then do."""
@@ -196,6 +191,34 @@ def _unforced_backward(net: Any, run: CaffeRun) -> CaffeBackward:
         if learnt or any(b in need for b in layer.bottom):
             need.update(layer.top)
     return CaffeBackward(frozenset(need), frozenset(fixed))
+
+
+def _bounded_inputs(a: Analysed) -> tuple[dict[str, int], set[str]]:
+    """The blobs read as integers (blob -> how many: the fewest any reader takes) and
+    those read as probabilities."""
+    from pynetbuilder.kinds import kind_of
+
+    integers: dict[str, int] = {}
+    probabilities: set[str] = set()
+    for layer in a.net.layer:
+        shapes = [a.shapes[b] for b in layer.bottom if b in a.shapes]
+        if len(shapes) < len(layer.bottom):
+            continue
+        found: list[tuple[int, int | None]] = []
+        rule = kind_of(layer.type).labels
+        if rule is not None and len(shapes) > 1:
+            found.append((1, rule(layer, shapes[0])[0]))
+        bounded = BOUNDED_INPUTS.get(layer.type)
+        if bounded is not None and len(shapes) > bounded[0]:
+            at, count = bounded
+            found.append((at, count(layer, shapes) if count is not None else None))
+        for at, n in found:
+            blob = layer.bottom[at]
+            if n is None:
+                probabilities.add(blob)
+            else:
+                integers[blob] = min(integers.get(blob, n), n)
+    return integers, probabilities
 
 
 def set_noise(module: CaffeNet, noise: CaffeNoise | None) -> None:
@@ -236,13 +259,17 @@ def verify(
         load_caffemodel(module, weights)
     data = _given_inputs(a, module, seed, inputs)
     drop = _without_backward(a.net) if gradients else ()
-    ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop)
+    # Caffe's backward is forced through every layer, unless a layer would make it abort:
+    # then it runs as training does, from the losses (or loss_weight 1 on the outputs) to
+    # the learnt blobs, with each non-constant input held as one (a Parameter layer)
+    forced = not gradients or forcing_aborts(a.net) is None
+    held = () if forced else [n for n in module.inputs if n not in _constant_inputs(a)]
+    ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop, parameters=held)
     top_diffs = None
     if gradients and not module.loss_weights:
         rng = np.random.default_rng(seed + 1)
         top_diffs = {o: rng.standard_normal(a.shapes[o]).astype(np.float32)
                      for o in _outputs(ready)}
-    forced = not (gradients and _forced_backward_aborts(ready))
     if not forced and top_diffs:
         ready = loss_on_outputs(ready, top_diffs)
     with tempfile.TemporaryDirectory(prefix="pynetbuilder-verify-") as tmp:
@@ -295,7 +322,8 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
     backward = backward or CaffeBackward()
     set_noise(module, CaffeNoise(seed))
     tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).requires_grad_(
-        gradients and k not in _labels(a) and backward.blob(k)) for k, v in data.items()}
+        gradients and k not in _constant_inputs(a) and backward.blob(k))
+        for k, v in data.items()}
     forced = {k: torch.from_numpy(v) for k, v in run.blobs.items()} if per_layer else None
     with torch.set_grad_enabled(gradients):
         blobs = module.run(tensors, forced)
@@ -464,9 +492,13 @@ def _loss_scales(a: Analysed, run: CaffeRun) -> dict[str, float]:
     return scales
 
 
-def _labels(a: Analysed) -> set[str]:
-    return {la.bottom[LABEL_READERS[la.type]] for la in a.net.layer
-            if la.type in LABEL_READERS and len(la.bottom) > 1}
+def _constant_inputs(a: Analysed) -> set[str]:
+    """The blobs read as a bottom that Caffe never differentiates (labels, indices, a
+    loss's matrix: the registry's ``constant_bottoms``)."""
+    from pynetbuilder.kinds import kind_of
+
+    return {la.bottom[i] for la in a.net.layer
+            for i in kind_of(la.type).constant_bottoms if i < len(la.bottom)}
 
 
 def _blob_tensors(module: CaffeNet) -> dict[str, list[torch.Tensor]]:
