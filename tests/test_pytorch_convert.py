@@ -201,11 +201,10 @@ def test_a_layer_type_without_emitter_is_named(tmp_path, capsys):
     (tmp_path / "n.prototxt").write_text(
         "layer { name: 'x' type: 'Input' top: 'x' input_param { shape { dim: 1 dim: 2 "
         "dim: 4 dim: 4 } } }\n"
-        "layer { name: 'cols' type: 'Im2col' bottom: 'x' top: 'y' convolution_param { "
-        "kernel_size: 3 } }\n")
+        "layer { name: 'act' type: 'Swish' bottom: 'x' top: 'y' }\n")  # BVLC master's
     code, _, err = run_command("verify", str(tmp_path / "n.prototxt"), capsys=capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "layer 'cols' of type 'Im2col' has no PyTorch emitter" in err
+    assert "layer 'act' of type 'Swish' has no PyTorch emitter" in err
 
 
 def test_pynetbuilder_verify_exit_status_1_names_the_blob(tmp_path):

@@ -454,3 +454,20 @@ def test_modules_trace_with_torch_fx(tmp_path):
     for name, value in expected.items():
         assert torch.equal(got[name], value), name
     assert torch.equal(got_grad, expected_grad) and expected_grad.abs().sum() > 0
+
+
+def test_losses_written_without_a_top_get_caffes_automatic_top(tmp_path):
+    """Caffe gives a loss layer written without a top its scalar top (Net::Init's
+    AutoTopBlobs), and trains on it: verify --gradients compares the loss values and the
+    gradients they start, here of two such losses (it used to stop with 'no loss')."""
+    text = net_text({"x": (4, 5), "label": (4,), "t": (4, 3)}, [
+        layer("fc", "InnerProduct", "x", params="inner_product_param { num_output: 3 }"),
+        layer("loss", "SoftmaxWithLoss", ["fc", "label"], tops=[]),
+        layer("l2", "EuclideanLoss", ["fc", "t"], tops=[])])
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    result = verify(str(path), phase="train", gradients=True)
+    assert result.ok, result.first_failure
+    values = {c.name: c for c in result.blobs}
+    assert values["(automatic loss)"].caffe_max > 0 and values["(automatic l2)"].shape == ()
+    assert {"d x", "d fc[0]", "d fc[1]"} <= {c.name for c in result.gradients}

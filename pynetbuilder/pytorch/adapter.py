@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pynetbuilder.kinds import KINDS
-from pynetbuilder.kinds.base import Category, Shape
+from pynetbuilder.kinds.base import Category, LayerKind, Shape
+
+_NO_KIND = LayerKind("")
 
 # data layers whose tops become the module's named inputs: the registry's data and input
 # types (SegNet's DenseImageData included), and this build's VideoData
@@ -59,7 +61,27 @@ def analysed(
     if report.skipped:
         s = report.skipped[0]
         raise NetError(f"layer {s.name!r} ({s.type}) cannot be analysed: {s.reason}")
-    return Analysed(name, proto, _final_shapes(proto, report.blob_shapes), phase)
+    shapes = _final_shapes(proto, report.blob_shapes)
+    return Analysed(name, _automatic_tops(proto, shapes), shapes, phase)
+
+
+def _automatic_tops(proto: Any, shapes: dict[str, Shape]) -> Any:
+    """``proto`` with a top for each loss written without one: Caffe's ``Net::Init``
+    gives such a layer (``AutoTopBlobs``: every LossLayer) its scalar top, named
+    ``(automatic)``; here ``(automatic LAYER)``, one name per layer, added to ``shapes``."""
+    if not any(not la.top and KINDS.get(la.type, _NO_KIND).is_a(Category.LOSS)
+               for la in proto.layer):
+        return proto
+    from pynetbuilder.schema import caffe_pb2
+
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(proto)
+    for layer in out.layer:
+        if not layer.top and KINDS.get(layer.type, _NO_KIND).is_a(Category.LOSS):
+            top = f"(automatic {layer.name})"
+            layer.top.append(top)
+            shapes[top] = ()
+    return out
 
 
 def _final_shapes(proto: Any, shapes: Mapping[str, Shape]) -> dict[str, Shape]:
