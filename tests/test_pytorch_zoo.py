@@ -5,7 +5,12 @@ Caffe draws every parameter blob at random (BatchNorm statistics positive), save
 the ``.caffemodel`` the module then loads, and both run one random batch.  Every
 blob agrees to 1e-4 of Caffe's largest magnitude in it.
 
-- TEST phase: the whole net end to end.
+- TEST phase: the whole net end to end.  Where float32 rounding still builds up past
+  1e-4 through a deep net (measured on one machine of this project's kind, not
+  another: SE-ResNet-preact-110, a sigmoid gate 3.4e-4 apart, Caffe 4.7e-4 from a
+  float64 evaluation of the same net, ours 1.3e-4), the test shows that it is rounding:
+  every blob of ours is within twice Caffe's own distance from the float64 values (or
+  1e-4), and layer by layer both agree to 1e-4.
 - TRAIN phase: each layer reads Caffe's own values of its inputs (``per_layer``).
   Measured reason: with batch statistics a deep net is ill-conditioned; on
   ResNet-164 both float32 implementations, Caffe's and ours, differ from a float64
@@ -19,12 +24,21 @@ blob agrees to 1e-4 of Caffe's largest magnitude in it.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pytest
+import torch
 from conftest import SHARED
 
 from pynetbuilder import models
 from pynetbuilder.legos import ClassificationData
-from pynetbuilder.pytorch.verify import verify
+from pynetbuilder.pytorch.adapter import analysed
+from pynetbuilder.pytorch.caffe_oracle import caffe_ready, run_caffe
+from pynetbuilder.pytorch.module import CaffeNet
+from pynetbuilder.pytorch.verify import random_inputs, verify
+from pynetbuilder.pytorch.weights import load_caffemodel
 
 FIXTURES = SHARED / "fixtures" / "prototxt"
 REFERENCES = [(f.name, label) for f in models.FAMILIES for label in f.references]
@@ -44,10 +58,42 @@ def assert_agrees(result) -> None:
     assert not bad, bad[:5]
 
 
+def float64_distances(net, phase: str, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Per blob, Caffe's and the module's largest distance from the module run in
+    float64 on the same input and weights, relative to Caffe's largest magnitude."""
+    a = analysed(net, phase=phase)
+    module = CaffeNet(a)
+    data = random_inputs(a, module, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_caffe(caffe_ready(a.net, a.shapes, seed), phase, data, seed=seed,
+                        keep=Path(tmp))
+        load_caffemodel(module, run.weights)
+    with torch.no_grad():
+        ours = {k: v.numpy().copy() for k, v in module.run(
+            {k: torch.from_numpy(v) for k, v in data.items()}).items()}
+        exact = {k: v.numpy() for k, v in module.double().run(
+            {k: torch.from_numpy(v).double() for k, v in data.items()}).items()}
+    distances = {}
+    for name, caffe in run.blobs.items():
+        if name in exact:
+            scale = float(np.abs(caffe).max()) or 1.0
+            distances[name] = (float(np.abs(caffe - exact[name]).max()) / scale,
+                               float(np.abs(ours[name] - exact[name]).max()) / scale)
+    return distances
+
+
 @pytest.mark.parametrize("family, label", REFERENCES)
 def test_zoo_test_phase_end_to_end(family, label):
     net = small(family, models.FAMILIES[family].references[label])
-    assert_agrees(verify(net, phase="test"))
+    result = verify(net, phase="test")
+    bad = [c.name for c in result.checks if not c.ok]
+    if bad:  # rounding built up: both float32 executors measured against float64
+        distances = float64_distances(net, "test")
+        worse = {b: distances[b] for b in bad if distances[b][1] > 2 * max(distances[b][0],
+                                                                         1e-4)}
+        assert not worse, worse  # (Caffe's, ours) distance from float64
+        assert_agrees(verify(net, phase="test", per_layer=True))
+    assert result.blobs
 
 
 @pytest.mark.parametrize("family, label", REFERENCES)
