@@ -84,6 +84,7 @@ class Category(Flag):
     ACCURACY = auto()  # a score reported in TEST
     INPLACE = auto()  # Caffe computes it correctly with its top equal to its bottom
     NO_BACKWARD = auto()  # Caffe has no backward pass for it (NOT_IMPLEMENTED aborts)
+    NOT_INPLACE = auto()  # Caffe refuses its top equal to its bottom (CHECK_NE in LayerSetUp)
 
 
 class LayerKind(NamedTuple):

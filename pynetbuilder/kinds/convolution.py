@@ -52,6 +52,13 @@ def _geometry(layer: LayerLike, bottom: Shape, *, outputs: bool = True) -> _Conv
         if given not in (0, 1, nd):
             raise refuse(layer, f"{name} must be given once or once per spatial axis "
                                 f"({nd}), got {given} values")
+    for name, repeated in (("kernel", "kernel_size"), ("stride", "stride"), ("pad", "pad")):
+        if p.HasField(f"{name}_h") or p.HasField(f"{name}_w"):
+            if nd != 2:
+                raise refuse(layer, f"{name}_h & {name}_w can only be used for 2D "
+                                    f"convolution (this input has {nd} spatial axes)")
+            if len(getattr(p, repeated)):
+                raise refuse(layer, f"give {repeated} or {name}_h/{name}_w, not both")
     kernel = spatial(p, "kernel", 0, nd)
     if 0 in kernel:
         raise refuse(layer, "has no kernel size (kernel dimensions must be nonzero)")
