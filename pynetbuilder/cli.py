@@ -214,14 +214,17 @@ def torch_needed(command: str) -> Iterator[None]:
 
 
 def torch_net(command: str, net: str, knobs: Sequence[str], args: argparse.Namespace,
-              weights: str | None = None) -> tuple[Any, str | None]:
+              weights: str | None = None, outputs: Sequence[str] | None = None
+              ) -> tuple[Any, str | None]:
     """NET's PyTorch module (in the ``--phase`` and ``--input-shape`` of
-    :func:`~pynetbuilder.commands.analyze.add_net_flags`) with ``weights`` loaded (a
-    .caffemodel, .pth or .safetensors), and the layout read (None without weights)."""
+    :func:`~pynetbuilder.commands.analyze.add_net_flags`; with ``outputs``, only the
+    layers those blobs need) with ``weights`` loaded (a .caffemodel, .pth or
+    .safetensors), and the layout read (None without weights)."""
     with torch_needed(command):
         from pynetbuilder.pytorch import to_module
         from pynetbuilder.pytorch.convert import load_weights
-    module = to_module(net, knobs, phase=args.phase, input_shape=args.input_shape)
+    module = to_module(net, knobs, phase=args.phase, input_shape=args.input_shape,
+                       outputs=outputs)
     return module, (load_weights(module, weights) if weights else None)
 
 

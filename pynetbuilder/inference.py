@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from pynetbuilder.errors import NetError, ShapeError
 from pynetbuilder.kinds import (
+    Category,
     LayerCost,
     LayerLike,
     ParamBlob,
@@ -34,10 +35,11 @@ from pynetbuilder.kinds import (
     UnknownShapeError,
     apply_rule,
     check_blob_size,
+    kind_of,
 )
 from pynetbuilder.schema import caffe_pb2
 
-__all__ = ["Figures", "LayerRow", "SkippedLayer", "Inference", "setting_key"]
+__all__ = ["Figures", "LayerRow", "SkippedLayer", "Inference", "in_place_reshapes", "setting_key"]
 
 _new_tuple = tuple.__new__  # a NamedTuple from a complete tuple, skipping its __new__
 
@@ -138,6 +140,33 @@ def setting_key(layer: Any) -> tuple[int, bytes]:
     return len(layer.top), setting.SerializeToString(deterministic=True)
 
 
+def _check_in_place(name: str, layer_type: str, blob: str) -> None:
+    """Caffe's own refusal of in-place computation (``CHECK_NE(top[0], bottom[0])`` in
+    the ``LayerSetUp`` of the types marked ``NOT_INPLACE``)."""
+    if kind_of(layer_type).category & Category.NOT_INPLACE:
+        raise ShapeError(f"{layer_type} layer {name!r}: Caffe does not allow {layer_type} "
+                         f"to compute in place (its top {blob!r} is its bottom); give it a "
+                         "top of its own")
+
+
+def in_place_reshapes(rows: Sequence[LayerRow], inputs: Mapping[str, Shape]
+                      ) -> list[tuple[LayerRow, Shape, Shape]]:
+    """The layers computed in place that change their blob's shape, with the shape
+    before and after: Caffe reshapes the blob they share with their input before its
+    forward pass reads it, so what they compute is not defined (``Layer::Forward``
+    calls ``Reshape`` first; the data keeps its old layout)."""
+    current = dict(inputs)
+    found = []
+    for row in rows:
+        if row.inplace:
+            for top, shape in zip(row.tops, row.shapes):
+                before = current.get(top)
+                if before is not None and tuple(before) != tuple(shape):
+                    found.append((row, tuple(before), tuple(shape)))
+        current.update(zip(row.tops, row.shapes))
+    return found
+
+
 class Inference:
     """One run of shape inference (see the module's docstring).
 
@@ -212,6 +241,8 @@ class Inference:
                 return
             figures = self.memo[memo_key] = Figures.of(layer_type, cost)
         out = figures[0]
+        if tops and bottoms and tops[0] == bottoms[0]:  # in place (Caffe: top i is bottom i)
+            _check_in_place(name, layer_type, tops[0])
         if len(tops) == 1 and out:
             shapes[tops[0]] = out[0]
         else:

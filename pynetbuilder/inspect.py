@@ -192,7 +192,20 @@ def _load_prototxt(
         report.name = Path(path).stem
     if dialect is not None:
         notes = [*dialect.notes, *notes]
+    notes = [*notes, *in_place_notes(report, inputs)]
     return Inspected(path, net, report, "prototxt", phase, tuple(notes))
+
+
+def in_place_notes(report: Any, inputs: dict[str, Shape]) -> list[str]:
+    """A note per layer computed in place that changes its blob's shape (what Caffe
+    computes there is not defined; see :func:`~pynetbuilder.inference.in_place_reshapes`)."""
+    from pynetbuilder.inference import in_place_reshapes
+
+    return [f"layer {row.name!r} ({row.type}) computes in place but changes the shape of "
+            f"{row.tops[0]!r} from {shape_text(before)} to {shape_text(after)}: Caffe "
+            "reshapes the blob before reading it, so its output is not defined (give the "
+            "layer a top of its own)"
+            for row, before, after in in_place_reshapes(report.rows, inputs)]
 
 
 # Caffe's NetState for a phase name; deploy nets are built in TEST (caffe.Net(f, TEST)).
@@ -433,7 +446,7 @@ def _data_shapes(
         if r.width > 0:
             w = r.width
             resized.append("width")
-    if layer.type == "ImageData" and p.new_height > 0 and p.new_width > 0:
+    if layer.type in ("ImageData", "ImageSegData") and p.new_height > 0 and p.new_width > 0:
         h, w = p.new_height, p.new_width
         resized.append("new_height x new_width")
     if resized:
@@ -454,14 +467,22 @@ def _data_shapes(
             f"{', the image size from the crop' if needs == 'C' else ''})"
         )
     data: Shape = (batch, channels, h, w)
-    shapes = [data]
-    if len(layer.top) > 1:
-        if layer.type == "AnnotatedData":
-            shapes.append(_annotation_shape(layer, batch, folder))
-        else:
-            shapes.append((batch,))
+    shapes = [data, *_label_shapes(layer, batch, (h, w), folder)][: max(len(layer.top), 1)]
     note = f"{layer.type} layer {layer.name!r}: {_fmt(data)} ({', '.join(origin)})"
     return shapes, note
+
+
+def _label_shapes(layer: Any, batch: int, size: tuple[int, int], folder: Path | None
+                  ) -> list[Shape]:
+    """The shapes of a data layer's tops after its data: one label per image; SegNet's
+    DenseImageData and DeepLab's ImageSegData read a label image the data's size
+    (dense_image_data_layer.cpp, image_seg_data_layer.cpp: N x 1 x H x W) and
+    ImageSegData's third top holds each image's height and width (N x 1 x 1 x 2)."""
+    if layer.type == "AnnotatedData":
+        return [_annotation_shape(layer, batch, folder)]
+    if layer.type in ("DenseImageData", "ImageSegData"):
+        return [(batch, 1, *size), (batch, 1, 1, 2)]
+    return [(batch,)]
 
 
 def _bases(folder: Path | None) -> tuple[Path, ...]:

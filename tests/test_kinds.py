@@ -59,12 +59,14 @@ def test_types_named_after_their_message_find_their_field_and_aliases_come_from_
 def test_categories_are_what_consumers_used_to_list():
     assert types_with(Category.INPUT | Category.DATA) == {
         "Input", "Data", "ImageData", "HDF5Data", "AnnotatedData", "MemoryData", "DummyData",
-        "WindowData", "DenseImageData"}
+        "WindowData", "DenseImageData", "ImageSegData"}
     assert {t for t, k in KINDS.items() if k.source} == {
-        "Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData", "DenseImageData"}
+        "Data", "ImageData", "HDF5Data", "AnnotatedData", "WindowData", "DenseImageData",
+        "ImageSegData"}
     assert "SoftmaxWithLoss" in types_with(Category.LOSS)
     assert types_with(Category.ACCURACY) >= {"Accuracy"}
     assert {"ReLU", "BatchNorm", "Scale", "Dropout"} <= types_with(Category.INPLACE)
+    assert "AbsVal" in types_with(Category.NOT_INPLACE)  # absval_layer.cpp: CHECK_NE
 
 
 def test_an_unknown_type_has_an_entry_without_a_rule():
@@ -147,6 +149,21 @@ def test_blob_shape_of_a_blob_after_an_unanalysable_layer_names_that_layer():
         # SPP builds a Pooling layer per level, which checks pad < kernel)
         ('type: "SPP" spp_param { pyramid_height: 5 }', "level 4 \\(16x16 bins of a 8x8 "
          "input\\) needs pad 4x4, not smaller than its kernel 1x1"),
+        # pooling_layer.cpp LayerSetUp: each of kernel, pad, stride one way or the other
+        # (found in the sweep of published nets: a _h without its _w was analysed)
+        ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad_h: 1 }',
+         "give pad or both pad_h and pad_w"),
+        ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride_h: 2 stride_w: 1 '
+         'stride: 2 }', "give stride or both stride_h and stride_w"),
+        ('type: "Pooling" pooling_param { pool: MAX kernel_h: 3 stride: 2 }',
+         "give kernel_size or both kernel_h and kernel_w"),
+        ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 kernel_h: 3 kernel_w: 2 }',
+         "give kernel_size or both kernel_h and kernel_w"),
+        # base_conv_layer.cpp LayerSetUp: kernel_size or kernel_h/w, not both (pad, stride)
+        ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 kernel_h: 3 '
+         'kernel_w: 1 }', "give kernel_size or kernel_h/kernel_w, not both"),
+        ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 pad_h: 1 '
+         '}', "give pad or pad_h/pad_w, not both"),
     ],
 )
 def test_layers_caffe_refuses_are_refused_with_caffes_reason(layer, message, tmp_path):

@@ -65,7 +65,8 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
     if args.to in (None, "caffe"):
         raise UsageError("export needs --to onnx|torchscript, or --target NAME for a "
                          "deploy target's Caffe net (bvlc: stock Caffe)")
-    module, _ = torch_net("export", net_arg, knobs, args, args.weights)
+    outputs = [b for b in args.outputs.split(",") if b] if args.outputs else None
+    module, _ = torch_net("export", net_arg, knobs, args, args.weights, outputs)
     with torch_needed("export"):
         from pynetbuilder.pytorch.export import export_bytes, exportable
     if args.to == "onnx":
@@ -74,7 +75,6 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> None:
         except ImportError:
             raise UsageError("--to onnx needs the onnx package: pip install "
                              "pynetbuilder[torch]") from None
-    outputs = [b for b in args.outputs.split(",") if b] if args.outputs else None
     wrapped = exportable(module.eval(), outputs)  # EmitError before anything is traced
     data = export_bytes(wrapped, args.to, opset=args.opset)
     write_files({Path(args.output): data})

@@ -89,6 +89,7 @@ class Category(Flag):
     # Caffe aborts when a net's force_backward reaches it: its AllowForceBackward lets
     # force_backward ask for a gradient its Backward refuses (Embed's index input)
     NO_FORCED_BACKWARD = auto()
+    NOT_INPLACE = auto()  # Caffe refuses its top equal to its bottom (CHECK_NE in LayerSetUp)
 
 
 class LayerKind(NamedTuple):

@@ -53,10 +53,13 @@ def _geometry(layer: LayerLike, bottom: Shape, *, outputs: bool = True) -> _Conv
         if given not in (0, 1, nd):
             raise refuse(layer, f"{name} must be given once or once per spatial axis "
                                 f"({nd}), got {given} values")
-    if nd != 2 and any(p.HasField(f"{n}_{hw}") for n in ("kernel", "stride", "pad")
-                       for hw in "hw"):
-        raise refuse(layer, f"kernel/stride/pad _h and _w are for 2-D inputs; this one has "
-                            f"{nd} spatial axes")
+    for name, repeated in (("kernel", "kernel_size"), ("stride", "stride"), ("pad", "pad")):
+        if p.HasField(f"{name}_h") or p.HasField(f"{name}_w"):
+            if nd != 2:
+                raise refuse(layer, f"{name}_h and {name}_w are for 2-D inputs; this one has "
+                                    f"{nd} spatial axes")
+            if len(getattr(p, repeated)):
+                raise refuse(layer, f"give {repeated} or {name}_h/{name}_w, not both")
     kernel = spatial(p, "kernel", 0, nd)
     if 0 in kernel:
         raise refuse(layer, "has no kernel size (kernel dimensions must be nonzero)")

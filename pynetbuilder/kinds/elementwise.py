@@ -119,8 +119,8 @@ def _axis_summary(field_name: str, default: int = 1):  # noqa: ANN202 - a summar
 
 
 def _neuron(type_name: str, v1: str = "", extra: Category = Category.NONE,  # noqa: ANN202
-            **details: object):
-    return kind(type_name, same_shape, category=_INPLACE | extra, v1=v1, **details)
+            inplace: Category = _INPLACE, **details: object):
+    return kind(type_name, same_shape, category=inplace | extra, v1=v1, **details)
 
 
 KINDS = (
@@ -142,7 +142,8 @@ KINDS = (
             summary=lambda layer: f"{layer.dropout_param.dropout_ratio:g}",
                  torch="emit_neuron:dropout"),
     _neuron("Power", "POWER", torch="emit_neuron:power"),
-    _neuron("AbsVal", "ABSVAL", torch="emit_neuron:absval"),
+    # absval_layer.cpp LayerSetUp: CHECK_NE(top[0], bottom[0]), no in-place computation
+    _neuron("AbsVal", "ABSVAL", inplace=Category.NOT_INPLACE, torch="emit_neuron:absval"),
     _neuron("BNLL", "BNLL", torch="emit_neuron:bnll"),
     _neuron("Exp", "EXP", torch="emit_neuron:exp"),
     _neuron("Log", torch="emit_neuron:log"),

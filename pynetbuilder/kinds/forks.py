@@ -187,6 +187,36 @@ def _dense_image_data(layer: LayerLike, bottoms: list[Shape],
     return LayerCost(declared_tops(layer, declared, "SegNet's image and label lists"))
 
 
+def _image_seg_data(layer: LayerLike, bottoms: list[Shape],
+                    declared: Sequence[Shape] | None) -> LayerCost:
+    """DeepLab's ImageSegData (image_seg_data_layer.cpp, ``DataLayerSetUp``): the images,
+    their label images (N x 1 x H x W) and each image's size (N x 1 x 1 x 2); the sizes
+    come from the list it reads (see inspect)."""
+    return LayerCost(declared_tops(layer, declared, "DeepLab's image and label list"))
+
+
+def _no_tops(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] | None
+             ) -> LayerCost:
+    """A layer that only consumes (DeepLab's MatWrite writes its input to .mat files)."""
+    if layer.top:
+        raise refuse(layer, "has no outputs")
+    return LayerCost([])
+
+
+def _continuation_indicator(layer: LayerLike, bottoms: list[Shape],
+                            declared: Sequence[Shape] | None) -> LayerCost:
+    """The CRNN ports' ContinuationIndicator (CC4.0 continuation_indicator_layer.cpp,
+    ``LayerSetUp`` / ``Reshape``): ``time_step x batch``, the batch being the input's
+    first axis when the layer has one, else ``batch_size``; both must be positive."""
+    p = _view(layer).continuation_indicator_param
+    batch = bottoms[0][0] if bottoms else p.batch_size
+    if batch < 1:
+        raise refuse(layer, "the batch size should be greater than 0")
+    if p.time_step < 1:
+        raise refuse(layer, "the time step should be greater than 0")
+    return LayerCost([(p.time_step, batch)])
+
+
 KINDS = (
     kind("BN", _bn, category=Category.INPLACE, param="bn_param", origin="segnet/pspnet",
          short="BN", torch="emit_forks:bn"),
@@ -203,4 +233,9 @@ KINDS = (
     kind("Region", _same, origin="yolo", torch="emit_forks:region"),  # an error: see there
     kind("DenseImageData", _dense_image_data, category=Category.DATA,
          source="dense_image_data_param", origin="segnet"),
+    kind("ImageSegData", _image_seg_data, category=Category.DATA, source="image_data_param",
+         reads="IMAGE_LIST", origin="deeplab"),
+    kind("MatWrite", _no_tops, origin="deeplab"),
+    kind("ContinuationIndicator", _continuation_indicator, origin="crnn",
+         torch="emit_forks:continuation_indicator"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from pynetbuilder.kinds.base import (
     Category,
@@ -28,6 +29,7 @@ def _pooling(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] |
     p = layer.pooling_param
     if len(bottoms[0]) != 4:
         raise refuse(layer, f"needs a 4-axis N,C,H,W input, got {bottoms[0]}")
+    _check_paired_fields(layer, p)
     n, c, h, w = bottoms[0]
     kh, kw = spatial(p, "kernel", 0)
     sh, sw = spatial(p, "stride", 1)
@@ -58,6 +60,23 @@ def _pooling(layer: LayerLike, bottoms: list[Shape], declared: Sequence[Shape] |
         if (out_w - 1) * sw >= w + pw:
             out_w -= 1
     return LayerCost([(n, c, out_h, out_w)] * len(layer.top))
+
+
+def _check_paired_fields(layer: LayerLike, p: Any) -> None:
+    """``PoolingLayer::LayerSetUp``'s checks of how the geometry is given: a square
+    kernel (``kernel_size``) or both ``kernel_h`` and ``kernel_w``, never both ways;
+    ``pad`` or both ``pad_h`` and ``pad_w``; ``stride`` or both ``stride_h`` and
+    ``stride_w`` (pooling_layer.cpp; Convolution takes a missing ``_w`` as its default)."""
+    has = p.HasField
+    if not p.global_pooling:
+        if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+            raise refuse(layer, "give kernel_size or both kernel_h and kernel_w (one way, "
+                                "not both)")
+    for name in ("pad", "stride"):
+        h, w = has(f"{name}_h"), has(f"{name}_w")
+        if (h or w) and not (h and w and not has(name)):
+            raise refuse(layer, f"give {name} or both {name}_h and {name}_w (one way, not "
+                                "both)")
 
 
 def pooled(size: int, kernel: int, stride: int, pad: int) -> int:

@@ -120,7 +120,7 @@ KINDS = (
     kind("PixelShuffle", _pixel_shuffle, category=Category.NO_BACKWARD,
          param="pixelshuffle_param", origin="brocolli", torch="emit_resize:pixel_shuffle"),
     # Backward_cpu is an empty body in this build (pad_layer.cpp)
-    kind("Pad", _pad, category=Category.NO_BACKWARD, origin="brocolli",
+    kind("Pad", _pad, category=Category.NO_BACKWARD | Category.NOT_INPLACE, origin="brocolli",
          torch="emit_shape:pad"),
     kind("Resize", _resize, origin="brocolli", torch="emit_resize:resize"),
     kind("BilinearInterpolate", _bilinear, category=Category.NO_BACKWARD, origin="brocolli",

@@ -252,8 +252,10 @@ KINDS = (
     kind("Slice", _slice, v1="SLICE", summary=_slice_summary, fill=YELLOW,
          torch="emit_shape:slice_"),
     kind("Split", _split, v1="SPLIT", torch="emit_shape:split"),
-    kind("Flatten", _flatten, v1="FLATTEN", torch="emit_shape:reshape"),
-    kind("Reshape", _reshape,
+    # flatten_layer.cpp, reshape_layer.cpp: CHECK_NE(top[0], bottom[0]) (no in-place)
+    kind("Flatten", _flatten, category=Category.NOT_INPLACE, v1="FLATTEN",
+         torch="emit_shape:reshape"),
+    kind("Reshape", _reshape, category=Category.NOT_INPLACE,
          summary=lambda layer: "shape " + ",".join(map(str, layer.reshape_param.shape.dim)),
               torch="emit_shape:reshape"),
     kind("Crop", _crop, summary=_crop_summary, torch="emit_shape:crop"),

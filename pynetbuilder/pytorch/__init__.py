@@ -28,10 +28,13 @@ def to_module(
     input_shape: tuple[int, ...] | None = None,
     weights: str | None = None,
     fuse: bool = True,
+    outputs: Sequence[str] | None = None,
 ) -> CaffeNet:
     """The module of ``net`` (prototxt path, model spec, ``Net`` or ``NetParameter``)
-    in ``phase``; with ``weights`` (a ``.caffemodel``) loaded."""
-    module = CaffeNet(analysed(net, knobs, phase=phase, input_shape=input_shape), fuse=fuse)
+    in ``phase``; with ``weights`` (a ``.caffemodel``) loaded; with ``outputs`` (blob
+    names) only the layers they need."""
+    module = CaffeNet(analysed(net, knobs, phase=phase, input_shape=input_shape,
+                               outputs=outputs), fuse=fuse)
     if weights is not None:
         load_caffemodel(module, weights)
     return module

@@ -35,12 +35,16 @@ def analysed(
     *,
     phase: str = "deploy",
     input_shape: tuple[int, ...] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Analysed:
     """``net`` in ``phase``: its phase-filtered ``NetParameter`` and blob shapes.
 
     ``net`` is a prototxt path or model spec (as ``pynetbuilder analyze`` takes it),
     a :class:`~pynetbuilder.graph.Net`, or a ``NetParameter`` (analysed as a prototxt
-    read from disk).  Bad input raises ``UsageError`` / ``NetError`` with one line.
+    read from disk).  With ``outputs`` (blob names) the ``NetParameter`` keeps only
+    the layers those blobs need: a layer the rest of the net has that cannot be sized
+    or run (a sink such as DeepLab's MatWrite, a host-side layer) no longer stops it.
+    Bad input raises ``UsageError`` / ``NetError`` with one line.
     """
     from pynetbuilder.errors import NetError
     from pynetbuilder.graph import Net
@@ -58,9 +62,16 @@ def analysed(
         inputs, declared, _ = input_shapes(proto, input_shape)
         report = analyze(proto, inputs=inputs, declared=declared, phase=phase)
         name = proto.name
-    if report.skipped:
-        s = report.skipped[0]
+    rows, skipped = report.rows, report.skipped
+    if outputs:
+        proto = needed_for(proto, outputs)
+        kept = {layer.name for layer in proto.layer}
+        rows = [r for r in rows if r.name in kept]
+        skipped = [s for s in skipped if s.name in kept]
+    if skipped:
+        s = skipped[0]
         raise NetError(f"layer {s.name!r} ({s.type}) cannot be analysed: {s.reason}")
+    _refuse_in_place_reshapes(rows)
     shapes = _final_shapes(proto, report.blob_shapes)
     return Analysed(name, _automatic_tops(proto, shapes), shapes, phase)
 
@@ -82,6 +93,41 @@ def _automatic_tops(proto: Any, shapes: dict[str, Shape]) -> Any:
             layer.top.append(top)
             shapes[top] = ()
     return out
+
+
+def needed_for(net: Any, outputs: Sequence[str]) -> Any:
+    """A copy of ``net`` (a ``NetParameter``) with only the layers that ``outputs``
+    need: walking back from them, a layer that writes a needed blob is kept and its
+    bottoms become needed (an in-place layer keeps its blob's earlier writers)."""
+    from pynetbuilder.schema import caffe_pb2
+
+    needed = set(outputs)
+    keep = []
+    for layer in reversed(net.layer):
+        if needed.intersection(layer.top):
+            keep.append(layer)
+            needed.update(layer.bottom)
+    pruned = caffe_pb2.NetParameter()
+    pruned.CopyFrom(net)
+    del pruned.layer[:]
+    pruned.layer.extend(reversed(keep))
+    return pruned
+
+
+def _refuse_in_place_reshapes(rows: Sequence[Any]) -> None:
+    """A layer computed in place that changes its blob's shape has no defined output in
+    Caffe (:func:`~pynetbuilder.inference.in_place_reshapes`): the module refuses it
+    rather than compute something Caffe does not."""
+    from pynetbuilder.errors import NetError
+    from pynetbuilder.inference import in_place_reshapes
+    from pynetbuilder.inspect import shape_text
+
+    for row, before, after in in_place_reshapes(rows, {}):
+        raise NetError(
+            f"layer {row.name!r} ({row.type}) computes in place but changes the shape of "
+            f"{row.tops[0]!r} from {shape_text(before)} to {shape_text(after)}: Caffe "
+            "reshapes the blob before reading it, so its output is not defined; give the "
+            "layer a top of its own")
 
 
 def _final_shapes(proto: Any, shapes: Mapping[str, Shape]) -> dict[str, Shape]:

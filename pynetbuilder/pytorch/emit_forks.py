@@ -1,8 +1,9 @@
 """The forks' layer types (pynetbuilder/kinds/forks.py), each as its fork's C++ computes
 it: SegNet's and PSPNet's BN, SegNet's unpooling Upsample (and this build's MaxUnPool,
 the same loop), PSPNet/DeepLab's Interp, ShuffleNet's ShuffleChannel, Fast R-CNN's
-ROIPooling, SENet's Axpy, the MobileNet ports' depthwise convolutions and YOLOv2's
-Reorg.  YOLOv2's Region has no emitter (see :func:`region`).
+ROIPooling, SENet's Axpy, the MobileNet ports' depthwise convolutions, YOLOv2's
+Reorg and the CRNN ports' ContinuationIndicator.  YOLOv2's Region has no emitter (see
+:func:`region`).
 
 The forks' own settings are read through the dialect schema
 (:func:`pynetbuilder.dialects.schema.dialect_view`).  Where a fork computes indices or
@@ -408,3 +409,27 @@ def region(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str) -> C
                     "values per box on the GPU), so its output is not defined by the "
                     "prototxt; take the net's output before it (the conv layer feeding it)")
 
+
+
+# ------------------------------------------------------------------ ContinuationIndicator
+
+
+class ContinuationIndicator(CaffeLayer):
+    """The CRNN ports' ContinuationIndicator (dlunion/CC4.0
+    src/caffe/layers/continuation_indicator_layer.cpp, ``Forward_cpu``): a
+    ``time_step x batch`` blob, 0 at the first time step and 1 after it (the sequence
+    continues), whatever its input holds.  A constant: kept as a buffer."""
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__()
+        indicator = torch.ones(shape)
+        indicator[0] = 0
+        self.register_buffer("indicator", indicator, persistent=False)
+
+    def forward(self, *bottoms: torch.Tensor) -> torch.Tensor:
+        return self.indicator
+
+
+def continuation_indicator(layer: Any, bottoms: list[Shape], tops: list[Shape], phase: str
+                           ) -> CaffeLayer:
+    return ContinuationIndicator(tops[0])
