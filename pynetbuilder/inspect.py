@@ -192,11 +192,11 @@ def _load_prototxt(
         report.name = Path(path).stem
     if dialect is not None:
         notes = [*dialect.notes, *notes]
-    notes = [*notes, *in_place_notes(report, inputs)]
+    notes = [*notes, *in_place_notes(report.rows, inputs)]
     return Inspected(path, net, report, "prototxt", phase, tuple(notes))
 
 
-def in_place_notes(report: Any, inputs: dict[str, Shape]) -> list[str]:
+def in_place_notes(rows: Sequence[Any], inputs: dict[str, Shape]) -> list[str]:
     """A note per layer computed in place that changes its blob's shape (what Caffe
     computes there is not defined; see :func:`~pynetbuilder.inference.in_place_reshapes`)."""
     from pynetbuilder.inference import in_place_reshapes
@@ -205,7 +205,7 @@ def in_place_notes(report: Any, inputs: dict[str, Shape]) -> list[str]:
             f"{row.tops[0]!r} from {shape_text(before)} to {shape_text(after)}: Caffe "
             "reshapes the blob before reading it, so its output is not defined (give the "
             "layer a top of its own)"
-            for row, before, after in in_place_reshapes(report.rows, inputs)]
+            for row, before, after in in_place_reshapes(rows, inputs)]
 
 
 # Caffe's NetState for a phase name; deploy nets are built in TEST (caffe.Net(f, TEST)).

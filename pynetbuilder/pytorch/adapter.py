@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from pynetbuilder.kinds import KINDS
-from pynetbuilder.kinds.base import Category, LayerKind, Shape
-
-_NO_KIND = LayerKind("")
+from pynetbuilder.kinds import KINDS, kind_of
+from pynetbuilder.kinds.base import Category, Shape
 
 # data layers whose tops become the module's named inputs: the registry's data and input
 # types (SegNet's DenseImageData included), and this build's VideoData
@@ -80,18 +78,19 @@ def _automatic_tops(proto: Any, shapes: dict[str, Shape]) -> Any:
     """``proto`` with a top for each loss written without one: Caffe's ``Net::Init``
     gives such a layer (``AutoTopBlobs``: every LossLayer) its scalar top, named
     ``(automatic)``; here ``(automatic LAYER)``, one name per layer, added to ``shapes``."""
-    if not any(not la.top and KINDS.get(la.type, _NO_KIND).is_a(Category.LOSS)
-               for la in proto.layer):
+    topless = [i for i, la in enumerate(proto.layer)
+               if not la.top and kind_of(la.type).is_a(Category.LOSS)]
+    if not topless:
         return proto
     from pynetbuilder.schema import caffe_pb2
 
     out = caffe_pb2.NetParameter()
     out.CopyFrom(proto)
-    for layer in out.layer:
-        if not layer.top and KINDS.get(layer.type, _NO_KIND).is_a(Category.LOSS):
-            top = f"(automatic {layer.name})"
-            layer.top.append(top)
-            shapes[top] = ()
+    for i in topless:
+        layer = out.layer[i]
+        top = f"(automatic {layer.name})"
+        layer.top.append(top)
+        shapes[top] = ()
     return out
 
 
@@ -116,18 +115,13 @@ def needed_for(net: Any, outputs: Sequence[str]) -> Any:
 
 def _refuse_in_place_reshapes(rows: Sequence[Any]) -> None:
     """A layer computed in place that changes its blob's shape has no defined output in
-    Caffe (:func:`~pynetbuilder.inference.in_place_reshapes`): the module refuses it
-    rather than compute something Caffe does not."""
+    Caffe (:func:`~pynetbuilder.inspect.in_place_notes`, which analyze prints): the
+    module refuses it rather than compute something Caffe does not."""
     from pynetbuilder.errors import NetError
-    from pynetbuilder.inference import in_place_reshapes
-    from pynetbuilder.inspect import shape_text
+    from pynetbuilder.inspect import in_place_notes
 
-    for row, before, after in in_place_reshapes(rows, {}):
-        raise NetError(
-            f"layer {row.name!r} ({row.type}) computes in place but changes the shape of "
-            f"{row.tops[0]!r} from {shape_text(before)} to {shape_text(after)}: Caffe "
-            "reshapes the blob before reading it, so its output is not defined; give the "
-            "layer a top of its own")
+    for note in in_place_notes(rows, {}):
+        raise NetError(note)
 
 
 def _final_shapes(proto: Any, shapes: Mapping[str, Shape]) -> dict[str, Shape]:

@@ -96,8 +96,13 @@ def _inputs_of(out: Any, layer: Any, shapes: Mapping[str, tuple[int, ...]],
             new.input_param.shape.add().dim.extend(shapes[top])
     for top in layer.top:
         if top in parameters:
-            held = out.layer.add(name=INPUT_PARAMETER + top, type="Parameter", top=[top])
-            held.parameter_param.shape.dim.extend(shapes[top])
+            _hold(out, top, shapes[top])
+
+
+def _hold(out: Any, blob: str, shape: tuple[int, ...]) -> None:
+    """Blob ``blob`` as the learnt blob of a ``Parameter`` layer of ``out``."""
+    held = out.layer.add(name=INPUT_PARAMETER + blob, type="Parameter", top=[blob])
+    held.parameter_param.shape.dim.extend(shape)
 
 
 def _header_inputs(out: Any, shapes: Mapping[str, tuple[int, ...]],
@@ -109,8 +114,7 @@ def _header_inputs(out: Any, shapes: Mapping[str, tuple[int, ...]],
         out.ClearField(header)
     for name in names:
         if name in parameters:
-            held = out.layer.add(name=INPUT_PARAMETER + name, type="Parameter", top=[name])
-            held.parameter_param.shape.dim.extend(shapes[name])
+            _hold(out, name, shapes[name])
         else:
             out.input.append(name)
             out.input_shape.add().dim.extend(shapes[name])

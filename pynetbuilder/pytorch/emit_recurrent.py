@@ -103,6 +103,22 @@ class _Recurrent(CaffeLayer):
                        for s in rest[int(self.static):])
         return static, states
 
+    @staticmethod
+    def _input_terms(x: torch.Tensor, cont: torch.Tensor, static: torch.Tensor | None,
+                     w: torch.Tensor, b: torch.Tensor, w_static: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """cont as T x N x 1 (no gradient: Caffe gives it none), W x_t + b for every step
+        (T x N x .) and W_static x_static (or None): what each step adds to W h."""
+        return (cont.detach().unsqueeze(-1), nnf.linear(x.flatten(2), w, b),
+                nnf.linear(static.flatten(1), w_static) if static is not None else None)
+
+    @staticmethod
+    def _pre(h: torch.Tensor, cont_t: torch.Tensor, w_rec: torch.Tensor, x_t: torch.Tensor,
+             static: torch.Tensor | None) -> torch.Tensor:
+        """One step's pre-activation: W (cont_t h) + W x_t + b (+ W_static x_static)."""
+        pre = nnf.linear(cont_t * h, w_rec) + x_t
+        return pre if static is None else pre + static
+
     def _zeros(self, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros((self.streams, self.num_output))
 
@@ -125,15 +141,11 @@ class LSTM(_Recurrent):
     def forward(self, x: torch.Tensor, cont: torch.Tensor, *rest: torch.Tensor):
         static, states = self._split(rest)
         h, c = states if self.expose else (self._zeros(x), self._zeros(x))
-        cont = cont.detach().unsqueeze(-1)
-        w_xc_x = nnf.linear(x.flatten(2), self.w_xc, self.b_c)
-        w_static = nnf.linear(static.flatten(1), self.w_xc_static) if static is not None \
-            else None
+        cont, w_xc_x, w_static = self._input_terms(x, cont, static, self.w_xc, self.b_c,
+                                                   self.w_xc_static)
         hs = []
         for t in range(self.steps):
-            gates = nnf.linear(cont[t] * h, self.w_hc) + w_xc_x[t]
-            if w_static is not None:
-                gates = gates + w_static
+            gates = self._pre(h, cont[t], self.w_hc, w_xc_x[t], w_static)
             c, h = lstm_unit_step(c, gates, cont[t])
             hs.append(h)
         return self._outputs(torch.stack(hs), (h, c))
@@ -158,16 +170,11 @@ class RNN(_Recurrent):
     def forward(self, x: torch.Tensor, cont: torch.Tensor, *rest: torch.Tensor):
         static, states = self._split(rest)
         h = states[0] if self.expose else self._zeros(x)
-        cont = cont.detach().unsqueeze(-1)
-        w_xh_x = nnf.linear(x.flatten(2), self.w_xh, self.b_h)
-        w_static = nnf.linear(static.flatten(1), self.w_xh_static) if static is not None \
-            else None
+        cont, w_xh_x, w_static = self._input_terms(x, cont, static, self.w_xh, self.b_h,
+                                                   self.w_xh_static)
         hs = []
         for t in range(self.steps):
-            pre = nnf.linear(cont[t] * h, self.w_hh) + w_xh_x[t]
-            if w_static is not None:
-                pre = pre + w_static
-            h = torch.tanh(pre)
+            h = torch.tanh(self._pre(h, cont[t], self.w_hh, w_xh_x[t], w_static))
             hs.append(h)
         out = torch.tanh(nnf.linear(torch.stack(hs), self.w_ho, self.b_o))
         return self._outputs(out, (h,))

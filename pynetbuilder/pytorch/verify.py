@@ -263,7 +263,8 @@ def verify(
     # then it runs as training does, from the losses (or loss_weight 1 on the outputs) to
     # the learnt blobs, with each non-constant input held as one (a Parameter layer)
     forced = not gradients or forcing_aborts(a.net) is None
-    held = () if forced else [n for n in module.inputs if n not in _constant_inputs(a)]
+    constant = _constant_inputs(a)
+    held = () if forced else [n for n in module.inputs if n not in constant]
     ready = caffe_ready(a.net, a.shapes, seed, drop_types=drop, parameters=held)
     top_diffs = None
     if gradients and not module.loss_weights:
@@ -321,9 +322,9 @@ def check(module: CaffeNet, a: Analysed, run: CaffeRun, data: Mapping[str, np.nd
     Caffe differentiated; by default everything)."""
     backward = backward or CaffeBackward()
     set_noise(module, CaffeNoise(seed))
+    constant = _constant_inputs(a)
     tensors = {k: torch.from_numpy(np.asarray(v, np.float32)).requires_grad_(
-        gradients and k not in _constant_inputs(a) and backward.blob(k))
-        for k, v in data.items()}
+        gradients and k not in constant and backward.blob(k)) for k, v in data.items()}
     forced = {k: torch.from_numpy(v) for k, v in run.blobs.items()} if per_layer else None
     with torch.set_grad_enabled(gradients):
         blobs = module.run(tensors, forced)
